@@ -1,0 +1,132 @@
+//! A subscriber for host-bridge's own tests. Its behaviour is chosen by the
+//! topic it is delivered on, so one component can play every part:
+//!
+//! | topic prefix | behaviour |
+//! |---|---|
+//! | `record` | saves what it received under `received-{id}` and succeeds |
+//! | `flaky`  | answers RETRY on the first two deliveries of an event, then SUCCESS |
+//! | `trap`   | executes `unreachable` (a Wasm trap) |
+//! | `panic`  | panics |
+//! | `loop`   | spins forever, until the host's timeout stops it |
+//! | `oom`    | allocates until memory runs out |
+//! | `drop`   | answers DROP |
+//! | `probe`  | saves what the sandbox lets it see under `probe-{id}` |
+//!
+//! Every delivery first increments `attempts-{id}` in the state store, so a
+//! test can count deliveries even of guests that then crash. The count is
+//! the only way: each delivery runs in a fresh instance with no memory of
+//! the last.
+
+wit_bindgen::generate!({ path: "../../wit", world: "subscriber-component" });
+
+use exports::hostbridge::pubsub::subscriber::Guest;
+use hostbridge::pubsub::state;
+use hostbridge::pubsub::types::{Event, Status};
+use std::hint::black_box;
+
+const STATE_STORE: &str = "statestore";
+
+struct TestSubscriber;
+
+impl Guest for TestSubscriber {
+    fn handle(event: Event) -> Status {
+        let attempt = match count_attempt(&event.id) {
+            Ok(attempt) => attempt,
+            Err(status) => return status,
+        };
+        let topic = event.topic.as_str();
+        if topic.starts_with("record") {
+            record(&event)
+        } else if topic.starts_with("flaky") {
+            if attempt < 3 { Status::Retry } else { Status::Success }
+        } else if topic.starts_with("trap") {
+            core::arch::wasm32::unreachable()
+        } else if topic.starts_with("panic") {
+            panic!("test-subscriber: asked to panic on attempt {attempt}")
+        } else if topic.starts_with("loop") {
+            let mut n: u64 = 0;
+            loop {
+                n = black_box(n.wrapping_add(1));
+            }
+        } else if topic.starts_with("oom") {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hoard.push(vec![1u8; 1 << 20]);
+                black_box(&hoard);
+            }
+        } else if topic.starts_with("probe") {
+            probe(&event)
+        } else if topic.starts_with("drop") {
+            Status::Drop
+        } else {
+            eprintln!("test-subscriber: no behaviour for topic {topic}");
+            Status::Drop
+        }
+    }
+}
+
+/// Increments and returns the delivery count of event `id`.
+fn count_attempt(id: &str) -> Result<u32, Status> {
+    let key = format!("attempts-{id}");
+    let previous = match state::get(STATE_STORE, &key) {
+        Ok(Some(bytes)) => String::from_utf8_lossy(&bytes).parse().unwrap_or(0),
+        Ok(None) => 0,
+        Err(_) => return Err(Status::Retry),
+    };
+    let attempt = previous + 1;
+    state::save(STATE_STORE, &key, attempt.to_string().as_bytes()).map_err(|_| Status::Retry)?;
+    Ok(attempt)
+}
+
+/// Saves the event as received, its data hex-encoded so every byte survives.
+fn record(event: &Event) -> Status {
+    let hex: String = event.data.iter().map(|b| format!("{b:02x}")).collect();
+    let record = serde_json::json!({
+        "id": event.id,
+        "topic": event.topic,
+        "pubsubname": event.pubsubname,
+        "source": event.source,
+        "type": event.type_,
+        "specversion": event.specversion,
+        "datacontenttype": event.datacontenttype,
+        "subject": event.subject,
+        "time": event.time,
+        "traceparent": event.traceparent,
+        "metadata": event.metadata,
+        "data_hex": hex,
+    });
+    match state::save(STATE_STORE, &format!("received-{}", event.id), record.to_string().as_bytes()) {
+        Ok(()) => Status::Success,
+        Err(_) => Status::Retry,
+    }
+}
+
+/// Saves what the guest can observe of the world: its environment, the
+/// files under `/` and `/data`, and the clocks. The sandbox tests compare it
+/// with what the manifest granted.
+fn probe(event: &Event) -> Status {
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let list = |dir: &str| -> Option<Vec<String>> {
+        std::fs::read_dir(dir)
+            .ok()
+            .map(|entries| entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let record = serde_json::json!({
+        "env": env,
+        "root": list("/"),
+        "data": list("/data"),
+        "hello": std::fs::read_to_string("/data/hello.txt").ok(),
+        "write_denied": std::fs::write("/data/new.txt", b"x").is_err(),
+        "wall_clock_secs": now,
+    });
+    match state::save(STATE_STORE, &format!("probe-{}", event.id), record.to_string().as_bytes()) {
+        Ok(()) => Status::Success,
+        Err(_) => Status::Retry,
+    }
+}
+
+export!(TestSubscriber);

@@ -1,0 +1,169 @@
+//! `host-bridge up`: load the manifest, compile, start the triggers, serve.
+//!
+//! The order matters and is the readiness contract:
+//!
+//! 1. the manifest loads and every component's `.wasm` exists (or `--build`
+//!    builds them), else nothing starts;
+//! 2. the listener binds, so `/healthz` answers 503 `starting` at once;
+//! 3. every component used by a trigger compiles (from the cache when it can)
+//!    and links, with a line of progress each;
+//! 4. the triggers are built and the broker starts delivering;
+//! 5. only then does `/healthz` answer 200 and the summary print.
+//!
+//! On Ctrl-C or SIGTERM the listener stops accepting, and deliveries in
+//! flight get `shutdown_grace` to finish before the process exits.
+
+use crate::broker::embedded::{EmbeddedBroker, MemoryStateStore};
+use crate::broker::sidecar_api::SidecarApi;
+use crate::broker::{Broker, Capabilities, Metrics, StateStore};
+use crate::engine::{Engine, EngineOptions, LoadedComponent};
+use crate::manifest::Manifest;
+use crate::server::{self, Endpoint, Router};
+use crate::triggers::http::HttpTrigger;
+use crate::triggers::pubsub::PubsubTrigger;
+use anyhow::Context as _;
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+
+/// Options of `host-bridge up`.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    pub manifest: PathBuf,
+    pub listen: SocketAddr,
+    /// Run the components' build commands first.
+    pub build: bool,
+    pub engine: EngineOptions,
+    /// How long deliveries in flight may take to finish on shutdown.
+    pub shutdown_grace: Duration,
+}
+
+/// Runs the app until `shutdown` resolves.
+pub async fn up(options: UpOptions, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let manifest = Manifest::load(&options.manifest)?;
+    if options.build {
+        let manifest = manifest.clone();
+        tokio::task::spawn_blocking(move || crate::build::run(&manifest, &[])).await??;
+    }
+    manifest.check_sources()?;
+
+    let listener = TcpListener::bind(options.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", options.listen))?;
+    let address = listener.local_addr()?;
+    let metrics = Arc::new(Metrics::default());
+    let router = Router::new(metrics.clone());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(server::serve(listener, router.clone(), async {
+        let _ = stop_rx.await;
+    }));
+    eprintln!("host-bridge: listening on http://{address} (starting)");
+
+    let broker = Arc::new(EmbeddedBroker::new(
+        &manifest.application.name,
+        manifest.application.delivery,
+        metrics.clone(),
+    ));
+    let state_store: Arc<dyn StateStore> = Arc::new(MemoryStateStore::default());
+    let capabilities = Capabilities {
+        broker: broker.clone(),
+        state_store: state_store.clone(),
+    };
+    let engine = Arc::new(Engine::new(&options.engine, capabilities)?);
+
+    let mut components = compile(&engine, &manifest).await?;
+    let http = Arc::new(HttpTrigger::new(&engine, &manifest, &mut components)?);
+    let pubsub = Arc::new(PubsubTrigger::new(&engine, &manifest, &components)?);
+    broker.start(pubsub.subscriptions(), pubsub.clone());
+
+    let sidecar = Arc::new(SidecarApi {
+        broker: broker.clone(),
+        state_store,
+    });
+    router.set_ready(vec![sidecar as Arc<dyn Endpoint>, http.clone()]);
+    print_summary(&manifest, address, broker.as_ref(), &http);
+
+    shutdown.await;
+    eprintln!("host-bridge: shutting down; waiting up to {:?} for deliveries in flight", options.shutdown_grace);
+    let _ = stop_tx.send(());
+    let _ = server.await;
+    let left = broker.shutdown(options.shutdown_grace).await;
+    if left > 0 {
+        eprintln!("host-bridge: {left} message(s) were still being delivered and are lost with the in-memory broker");
+    }
+    Ok(())
+}
+
+/// Compiles every component a trigger uses, one progress line each.
+async fn compile(engine: &Arc<Engine>, manifest: &Manifest) -> anyhow::Result<HashMap<String, LoadedComponent>> {
+    let used: BTreeSet<&str> = manifest
+        .http_triggers
+        .iter()
+        .map(|t| t.component.as_str())
+        .chain(manifest.pubsub_triggers.iter().map(|t| t.component.as_str()))
+        .collect();
+    for id in manifest.components.keys() {
+        if !used.contains(id.as_str()) {
+            eprintln!("host-bridge: component `{id}` is not used by any trigger; not loaded");
+        }
+    }
+    let started = Instant::now();
+    let mut loaded = HashMap::new();
+    for (n, id) in used.iter().enumerate() {
+        let component = manifest.components[*id].clone();
+        let size = std::fs::metadata(&component.source).map(|m| m.len()).unwrap_or(0);
+        eprintln!(
+            "host-bridge: [{}/{}] compiling `{id}` ({} KiB)",
+            n + 1,
+            used.len(),
+            size / 1024
+        );
+        let engine = engine.clone();
+        let component = tokio::task::spawn_blocking(move || engine.load(&component)).await??;
+        eprintln!(
+            "host-bridge: [{}/{}] `{id}` ready in {:.2?}",
+            n + 1,
+            used.len(),
+            component.compile_time
+        );
+        loaded.insert((*id).to_owned(), component);
+    }
+    eprintln!("host-bridge: {} component(s) compiled in {:.2?}", loaded.len(), started.elapsed());
+    Ok(loaded)
+}
+
+fn print_summary(
+    manifest: &Manifest,
+    address: SocketAddr,
+    broker: &dyn Broker,
+    http: &HttpTrigger,
+) {
+    let app = &manifest.application;
+    println!(
+        "host-bridge: app `{}`{} is ready on http://{address}",
+        app.name,
+        app.version.as_deref().map(|v| format!(" {v}")).unwrap_or_default()
+    );
+    println!("  broker: {}", broker.name());
+    println!("  HTTP routes:");
+    for (route, component) in http.describe() {
+        println!("    {route:<24} -> {component}");
+    }
+    if manifest.pubsub_triggers.is_empty() {
+        println!("  subscriptions: none");
+    } else {
+        println!("  subscriptions:");
+    }
+    for t in &manifest.pubsub_triggers {
+        let dead_letter = t
+            .dead_letter_topic
+            .as_deref()
+            .map(|d| format!(" (dead letters to {d})"))
+            .unwrap_or_default();
+        println!("    {}/{:<18} -> {}{dead_letter}", t.pubsubname, t.topic, t.component);
+    }
+    println!("  host endpoints: /healthz /metrics /v1.0/publish/{{pubsubname}}/{{topic}} /v1.0/state/{{store}}/{{key}}");
+}

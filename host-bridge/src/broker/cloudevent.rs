@@ -1,0 +1,277 @@
+//! CloudEvents as Dapr makes and reads them.
+//!
+//! [`from_message`] wraps a published message the way daprd does before it
+//! hands it to a broker, and [`parse`] reads a structured CloudEvent (JSON)
+//! back into a WIT [`Event`]. The invariant both keep: `Event::data` is the
+//! payload's exact bytes. A JSON payload is carried as a JSON value and read
+//! back as its original text, never re-serialized; a text payload is a JSON
+//! string whose contents are the bytes; a binary payload is `data_base64`.
+
+use crate::host::bindings::{Event, Message, PublishError};
+use base64::Engine as _;
+use serde_json::value::RawValue;
+use std::collections::BTreeMap;
+
+/// The CloudEvent `type` Dapr gives the events it wraps.
+pub const DAPR_EVENT_TYPE: &str = "com.dapr.event.sent";
+/// The content type of a structured CloudEvent.
+pub const CLOUDEVENTS_JSON: &str = "application/cloudevents+json";
+/// The content type a message without one gets, as in Dapr.
+pub const DEFAULT_CONTENT_TYPE: &str = "text/plain";
+
+/// Wraps a published message into the event subscribers will receive.
+///
+/// `source` is the publishing app's id. A message whose content type is
+/// `application/cloudevents+json` already is a CloudEvent: its attributes
+/// are kept and only `topic` and `pubsubname` are filled in. The message's
+/// CloudEvent overrides win over everything else.
+pub fn from_message(
+    source: &str,
+    pubsubname: &str,
+    topic: &str,
+    message: Message,
+) -> Result<Event, PublishError> {
+    let content_type = message
+        .content_type
+        .clone()
+        .unwrap_or_else(|| DEFAULT_CONTENT_TYPE.to_owned());
+    let meta = message.metadata;
+    let mut event = if meta.raw_payload {
+        raw(source, pubsubname, topic, message.data)
+    } else if essence(&content_type) == CLOUDEVENTS_JSON {
+        let mut event = parse(&message.data).map_err(PublishError::InvalidMessage)?;
+        event.topic = topic.to_owned();
+        event.pubsubname = pubsubname.to_owned();
+        event
+    } else {
+        Event {
+            id: uuid::Uuid::new_v4().to_string(),
+            source: source.to_owned(),
+            type_: DAPR_EVENT_TYPE.to_owned(),
+            specversion: "1.0".to_owned(),
+            topic: topic.to_owned(),
+            pubsubname: pubsubname.to_owned(),
+            datacontenttype: content_type,
+            subject: None,
+            time: Some(now()),
+            traceparent: None,
+            tracestate: None,
+            metadata: Vec::new(),
+            data: message.data,
+        }
+    };
+    let o = meta.cloudevent;
+    let set = |field: &mut String, value: Option<String>| {
+        if let Some(value) = value {
+            *field = value;
+        }
+    };
+    set(&mut event.id, o.id);
+    set(&mut event.source, o.source);
+    set(&mut event.type_, o.type_);
+    event.subject = o.subject.or(event.subject);
+    event.traceparent = o.traceparent.or(event.traceparent);
+    event.tracestate = o.tracestate.or(event.tracestate);
+    event.metadata.extend(meta.extra);
+    Ok(event)
+}
+
+/// Wraps raw bytes that came without an envelope, as daprd does for a
+/// `rawPayload` subscription: a fresh id and `application/octet-stream`.
+pub fn raw(source: &str, pubsubname: &str, topic: &str, data: Vec<u8>) -> Event {
+    Event {
+        id: uuid::Uuid::new_v4().to_string(),
+        source: source.to_owned(),
+        type_: DAPR_EVENT_TYPE.to_owned(),
+        specversion: "1.0".to_owned(),
+        topic: topic.to_owned(),
+        pubsubname: pubsubname.to_owned(),
+        datacontenttype: "application/octet-stream".to_owned(),
+        subject: None,
+        time: Some(now()),
+        traceparent: None,
+        tracestate: None,
+        metadata: Vec::new(),
+        data,
+    }
+}
+
+/// Reads a structured CloudEvent. Attributes without a field of their own
+/// go to `metadata`, as strings (non-string values as their JSON text).
+pub fn parse(json: &[u8]) -> Result<Event, String> {
+    let mut fields: BTreeMap<String, Box<RawValue>> = serde_json::from_slice(json)
+        .map_err(|e| format!("the body is not a CloudEvent (a JSON object): {e}"))?;
+    let mut take = |name: &str| -> Result<Option<String>, String> {
+        match fields.remove(name) {
+            None => Ok(None),
+            Some(raw) if raw.get() == "null" => Ok(None),
+            Some(raw) => serde_json::from_str::<String>(raw.get())
+                .map(Some)
+                .map_err(|_| format!("CloudEvent attribute `{name}` must be a string, found {}", raw.get())),
+        }
+    };
+    let id = take("id")?.ok_or("the CloudEvent has no `id`")?;
+    let source = take("source")?.unwrap_or_default();
+    let type_ = take("type")?.unwrap_or_else(|| DAPR_EVENT_TYPE.to_owned());
+    let specversion = take("specversion")?.unwrap_or_else(|| "1.0".to_owned());
+    let topic = take("topic")?.unwrap_or_default();
+    let pubsubname = take("pubsubname")?.unwrap_or_default();
+    let datacontenttype = take("datacontenttype")?;
+    let subject = take("subject")?;
+    let time = take("time")?;
+    let traceparent = take("traceparent")?;
+    let tracestate = take("tracestate")?;
+    let data_base64 = take("data_base64")?;
+    let data = fields.remove("data");
+    let datacontenttype = datacontenttype.unwrap_or_else(|| {
+        if data_base64.is_some() {
+            "application/octet-stream".to_owned()
+        } else if data.as_ref().is_some_and(|d| !d.get().starts_with('"')) {
+            "application/json".to_owned()
+        } else {
+            DEFAULT_CONTENT_TYPE.to_owned()
+        }
+    });
+    let data = match (data_base64, data) {
+        (Some(b64), _) => base64::engine::general_purpose::STANDARD
+            .decode(b64.as_bytes())
+            .map_err(|e| format!("CloudEvent `data_base64` is not valid base64: {e}"))?,
+        (None, None) => Vec::new(),
+        (None, Some(raw)) if raw.get() == "null" => Vec::new(),
+        (None, Some(raw)) if is_json(&datacontenttype) => raw.get().as_bytes().to_vec(),
+        (None, Some(raw)) => match serde_json::from_str::<String>(raw.get()) {
+            Ok(text) => text.into_bytes(),
+            // A JSON value under a non-JSON content type: its text is the payload.
+            Err(_) => raw.get().as_bytes().to_vec(),
+        },
+    };
+    let metadata = fields
+        .into_iter()
+        .map(|(k, v)| {
+            let value = serde_json::from_str::<String>(v.get()).unwrap_or_else(|_| v.get().to_owned());
+            (k, value)
+        })
+        .collect();
+    Ok(Event {
+        id,
+        source,
+        type_,
+        specversion,
+        topic,
+        pubsubname,
+        datacontenttype,
+        subject,
+        time,
+        traceparent,
+        tracestate,
+        metadata,
+        data,
+    })
+}
+
+/// The media type without parameters, lowercased: `Application/JSON; charset=utf-8` → `application/json`.
+pub fn essence(content_type: &str) -> String {
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// Whether a content type says its payload is JSON (`application/json`, `…+json`).
+fn is_json(content_type: &str) -> bool {
+    let essence = essence(content_type);
+    essence == "application/json" || (essence.ends_with("+json") && essence != CLOUDEVENTS_JSON)
+}
+
+/// The current time as an RFC 3339 timestamp, as CloudEvent `time` wants it.
+fn now() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::bindings::{CloudeventOverrides, MessageMetadata};
+
+    fn message(data: &[u8], content_type: Option<&str>) -> Message {
+        Message {
+            data: data.to_vec(),
+            content_type: content_type.map(str::to_owned),
+            metadata: MessageMetadata {
+                ttl_seconds: None,
+                raw_payload: false,
+                cloudevent: CloudeventOverrides {
+                    id: None,
+                    source: None,
+                    type_: None,
+                    subject: None,
+                    traceparent: None,
+                    tracestate: None,
+                },
+                extra: vec![],
+            },
+        }
+    }
+
+    #[test]
+    fn json_data_keeps_its_exact_text() {
+        let ce = br#"{"id":"1","source":"s","type":"t","specversion":"1.0","datacontenttype":"application/json","data":{"b": 1,  "a":[1,2]}}"#;
+        let event = parse(ce).unwrap();
+        assert_eq!(event.data, br#"{"b": 1,  "a":[1,2]}"#);
+        assert_eq!(event.datacontenttype, "application/json");
+    }
+
+    #[test]
+    fn string_data_is_its_contents_and_base64_is_decoded() {
+        let event = parse(br#"{"id":"1","datacontenttype":"text/plain","data":"h\u00e9llo\n"}"#).unwrap();
+        assert_eq!(event.data, "héllo\n".as_bytes());
+        let all: Vec<u8> = (0..=255).collect();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&all);
+        let ce = format!(r#"{{"id":"1","datacontenttype":"application/octet-stream","data_base64":"{b64}"}}"#);
+        assert_eq!(parse(ce.as_bytes()).unwrap().data, all);
+    }
+
+    #[test]
+    fn other_attributes_become_metadata() {
+        let event = parse(br#"{"id":"1","expiration":"2030-01-01T00:00:00Z","n":5,"traceparent":"00-abc-def-01"}"#).unwrap();
+        assert_eq!(event.traceparent.as_deref(), Some("00-abc-def-01"));
+        assert!(event.metadata.contains(&("expiration".into(), "2030-01-01T00:00:00Z".into())));
+        assert!(event.metadata.contains(&("n".into(), "5".into())));
+    }
+
+    #[test]
+    fn rejects_what_is_not_a_cloudevent() {
+        assert!(parse(b"[1]").unwrap_err().contains("JSON object"));
+        assert!(parse(br#"{"source":"s"}"#).unwrap_err().contains("`id`"));
+        assert!(parse(br#"{"id":5}"#).unwrap_err().contains("`id` must be a string"));
+    }
+
+    #[test]
+    fn wraps_messages_like_daprd() {
+        let event = from_message("app", "pubsub", "orders", message(b"hi", None)).unwrap();
+        assert_eq!(event.datacontenttype, "text/plain");
+        assert_eq!(event.type_, DAPR_EVENT_TYPE);
+        assert_eq!(event.source, "app");
+        assert_eq!((event.topic.as_str(), event.pubsubname.as_str()), ("orders", "pubsub"));
+        assert_eq!(event.data, b"hi");
+
+        let mut m = message(br#"{"id":"given","source":"elsewhere","data":"x","datacontenttype":"text/plain"}"#, Some(CLOUDEVENTS_JSON));
+        m.metadata.cloudevent.subject = Some("subj".into());
+        let event = from_message("app", "pubsub", "orders", m).unwrap();
+        assert_eq!((event.id.as_str(), event.source.as_str()), ("given", "elsewhere"));
+        assert_eq!(event.topic, "orders");
+        assert_eq!(event.subject.as_deref(), Some("subj"));
+        assert_eq!(event.data, b"x");
+
+        let bad = message(b"not json", Some(CLOUDEVENTS_JSON));
+        assert!(matches!(from_message("app", "p", "t", bad), Err(PublishError::InvalidMessage(_))));
+
+        let mut m = message(&[0, 255], Some("application/json"));
+        m.metadata.raw_payload = true;
+        let event = from_message("app", "p", "t", m).unwrap();
+        assert_eq!(event.datacontenttype, "application/octet-stream");
+        assert_eq!(event.data, [0, 255]);
+    }
+}

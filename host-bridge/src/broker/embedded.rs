@@ -1,0 +1,289 @@
+//! The embedded default broker and state store: the app runs with no Dapr.
+//!
+//! Everything lives in this process's memory, so it is for local runs and
+//! tests: messages waiting for delivery and saved state are gone when the
+//! process exits. Within a run it keeps Dapr's delivery contract:
+//!
+//! - **Fan-out.** Every subscription on a topic gets its own copy of every
+//!   message published to it.
+//! - **At least once.** A message stays with the broker until its guest has
+//!   answered SUCCESS or DROP; only then is it acked (forgotten).
+//! - **Redelivery.** RETRY (and a trap, panic or timeout, which the trigger
+//!   reports as RETRY) redelivers the message after an exponential backoff,
+//!   up to `max_attempts` deliveries in all.
+//! - **Dead letters.** DROP, and running out of attempts, send the message
+//!   to the subscription's `dead_letter_topic` when it has one. With none, a
+//!   dropped message is acked and a message out of attempts is logged and
+//!   counted in `/metrics` as discarded.
+//! - **TTL.** A message published with `ttl-seconds` that has not been
+//!   delivered successfully in time is discarded, as Dapr does.
+//!
+//! Each subscription delivers up to [`MAX_CONCURRENT_DELIVERIES`] messages at
+//! once, so one slow or retrying message does not hold up the others; like
+//! Dapr with most brokers, order is therefore not guaranteed.
+
+use super::{Broker, DeliveryTarget, Metrics, StateStore, Subscription, cloudevent};
+use crate::host::bindings::{Event, Message, PublishError, StateError, Status};
+use crate::manifest::DeliveryPolicy;
+use async_trait::async_trait;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, Semaphore, mpsc};
+
+/// How many messages one subscription handles at the same time.
+pub const MAX_CONCURRENT_DELIVERIES: usize = 32;
+
+/// A message on its way to one subscription.
+#[derive(Clone)]
+struct Envelope {
+    event: Event,
+    /// When the message expires, if it was published with a TTL.
+    expires: Option<Instant>,
+}
+
+type TopicKey = (String, String);
+
+/// The embedded in-memory broker.
+pub struct EmbeddedBroker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// The CloudEvent `source` of what this app publishes.
+    app_id: String,
+    policy: DeliveryPolicy,
+    metrics: Arc<Metrics>,
+    /// Each topic's subscription queues. Filled once, by `start`.
+    topics: RwLock<HashMap<TopicKey, Vec<mpsc::UnboundedSender<Envelope>>>>,
+    /// Signalled whenever the in-flight count drops to zero.
+    idle: Notify,
+}
+
+impl EmbeddedBroker {
+    pub fn new(app_id: &str, policy: DeliveryPolicy, metrics: Arc<Metrics>) -> EmbeddedBroker {
+        EmbeddedBroker {
+            inner: Arc::new(Inner {
+                app_id: app_id.to_owned(),
+                policy,
+                metrics,
+                topics: RwLock::new(HashMap::new()),
+                idle: Notify::new(),
+            }),
+        }
+    }
+}
+
+#[async_trait]
+impl Broker for EmbeddedBroker {
+    fn name(&self) -> &'static str {
+        "embedded"
+    }
+
+    async fn publish(&self, pubsubname: &str, topic: &str, message: Message) -> Result<(), PublishError> {
+        let ttl = message.metadata.ttl_seconds;
+        let event = cloudevent::from_message(&self.inner.app_id, pubsubname, topic, message)?;
+        let expires = ttl.map(|s| Instant::now() + Duration::from_secs(s.into()));
+        Metrics::inc(&self.inner.metrics.published);
+        self.inner.route(pubsubname, topic, Envelope { event, expires });
+        Ok(())
+    }
+
+    fn start(&self, subscriptions: Vec<Subscription>, target: Arc<dyn DeliveryTarget>) {
+        let mut topics = self.inner.topics.write().unwrap_or_else(|e| e.into_inner());
+        for subscription in subscriptions {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let key = (subscription.trigger.pubsubname.clone(), subscription.trigger.topic.clone());
+            topics.entry(key).or_default().push(tx);
+            tokio::spawn(run_subscription(
+                self.inner.clone(),
+                Arc::new(subscription),
+                target.clone(),
+                rx,
+            ));
+        }
+    }
+
+    async fn shutdown(&self, grace: Duration) -> u64 {
+        // Closing the queues ends each subscription's loop once it is empty.
+        self.inner.topics.write().unwrap_or_else(|e| e.into_inner()).clear();
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let idle = self.inner.idle.notified();
+            let in_flight = self.inner.metrics.in_flight.load(Relaxed);
+            if in_flight == 0 {
+                return 0;
+            }
+            if tokio::time::timeout_at(deadline, idle).await.is_err() {
+                return self.inner.metrics.in_flight.load(Relaxed);
+            }
+        }
+    }
+}
+
+impl Inner {
+    /// Hands a copy of the message to every subscription of the topic.
+    /// A topic nobody subscribes to drops the message, as Dapr's in-memory broker does.
+    fn route(&self, pubsubname: &str, topic: &str, envelope: Envelope) {
+        let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
+        let Some(queues) = topics.get(&(pubsubname.to_owned(), topic.to_owned())) else {
+            tracing::debug!(%pubsubname, %topic, id = %envelope.event.id, "no subscriber; message discarded");
+            return;
+        };
+        for queue in queues {
+            self.metrics.in_flight.fetch_add(1, Relaxed);
+            if queue.send(envelope.clone()).is_err() {
+                self.finished();
+            }
+        }
+    }
+
+    /// Marks one message as done with, whatever became of it.
+    fn finished(&self) {
+        if self.metrics.in_flight.fetch_sub(1, Relaxed) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+
+    /// The wait before delivery `attempt + 1`, after `attempt` failed ones.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
+        self.policy
+            .initial_backoff
+            .saturating_mul(factor)
+            .min(self.policy.max_backoff)
+    }
+}
+
+/// Takes a subscription's messages off its queue and delivers each in its own task.
+async fn run_subscription(
+    inner: Arc<Inner>,
+    subscription: Arc<Subscription>,
+    target: Arc<dyn DeliveryTarget>,
+    mut queue: mpsc::UnboundedReceiver<Envelope>,
+) {
+    let slots = Arc::new(Semaphore::new(MAX_CONCURRENT_DELIVERIES));
+    while let Some(envelope) = queue.recv().await {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        let (inner, subscription, target) = (inner.clone(), subscription.clone(), target.clone());
+        tokio::spawn(async move {
+            deliver(&inner, &subscription, target.as_ref(), envelope).await;
+            inner.finished();
+            drop(slot);
+        });
+    }
+}
+
+/// Delivers one message until it is acked, dead-lettered or given up on.
+///
+/// Invariant: the message is acked (this function returns without sending it
+/// anywhere) only after the guest answered SUCCESS, or DROP with no
+/// dead-letter topic to send it to.
+async fn deliver(inner: &Inner, subscription: &Subscription, target: &dyn DeliveryTarget, envelope: Envelope) {
+    let trigger = &subscription.trigger;
+    let id = envelope.event.id.clone();
+    let mut attempt = 0;
+    loop {
+        if envelope.expires.is_some_and(|t| Instant::now() >= t) {
+            tracing::info!(topic = %trigger.topic, component = %trigger.component, %id, "message expired (ttl) before it was handled; discarded");
+            Metrics::inc(&inner.metrics.discarded_expired);
+            return;
+        }
+        attempt += 1;
+        match target.deliver(subscription.index, envelope.event.clone()).await {
+            Status::Success => {
+                Metrics::inc(&inner.metrics.deliveries_success);
+                return;
+            }
+            Status::Drop => {
+                Metrics::inc(&inner.metrics.deliveries_drop);
+                tracing::info!(topic = %trigger.topic, component = %trigger.component, %id, "guest dropped the message");
+                dead_letter(inner, trigger, envelope, GaveUp::Dropped);
+                return;
+            }
+            Status::Retry => {
+                Metrics::inc(&inner.metrics.deliveries_retry);
+                if attempt >= inner.policy.max_attempts {
+                    tracing::warn!(topic = %trigger.topic, component = %trigger.component, %id, attempts = attempt, "message still not handled after the last attempt");
+                    dead_letter(inner, trigger, envelope, GaveUp::OutOfAttempts);
+                    return;
+                }
+                let wait = inner.backoff(attempt);
+                tracing::debug!(topic = %trigger.topic, %id, attempt, ?wait, "redelivering after backoff");
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+/// Why a message will not be handled by its subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GaveUp {
+    /// The guest answered DROP.
+    Dropped,
+    /// Every attempt ended in RETRY.
+    OutOfAttempts,
+}
+
+/// Sends a message that will not be handled to the dead-letter topic. With
+/// none, a dropped message is simply acked, and one out of attempts is
+/// logged and counted as discarded.
+fn dead_letter(inner: &Inner, trigger: &crate::manifest::PubsubTrigger, envelope: Envelope, why: GaveUp) {
+    match &trigger.dead_letter_topic {
+        Some(dlt) => {
+            tracing::info!(topic = %trigger.topic, dead_letter_topic = %dlt, id = %envelope.event.id, ?why, "sent to the dead-letter topic");
+            Metrics::inc(&inner.metrics.dead_lettered);
+            // The event goes on unchanged, so the dead-letter handler sees
+            // the original id, topic and payload.
+            inner.route(&trigger.pubsubname, dlt, Envelope { expires: None, ..envelope });
+        }
+        None if why == GaveUp::Dropped => {}
+        None => {
+            tracing::error!(topic = %trigger.topic, component = %trigger.component, id = %envelope.event.id, "out of attempts and no dead_letter_topic is set; message discarded");
+            Metrics::inc(&inner.metrics.discarded_max_attempts);
+        }
+    }
+}
+
+/// The embedded state store: one in-memory map per store name. Any store
+/// name works; it is created on first use.
+#[derive(Default)]
+pub struct MemoryStateStore {
+    stores: Mutex<HashMap<String, HashMap<String, Vec<u8>>>>,
+}
+
+fn check_key(key: &str) -> Result<(), StateError> {
+    if key.is_empty() {
+        Err(StateError::InvalidRequest("the key must not be empty".into()))
+    } else {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl StateStore for MemoryStateStore {
+    async fn get(&self, store: &str, key: &str) -> Result<Option<Vec<u8>>, StateError> {
+        check_key(key)?;
+        let stores = self.stores.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(stores.get(store).and_then(|s| s.get(key)).cloned())
+    }
+
+    async fn save(&self, store: &str, key: &str, value: Vec<u8>) -> Result<(), StateError> {
+        check_key(key)?;
+        let mut stores = self.stores.lock().unwrap_or_else(|e| e.into_inner());
+        stores.entry(store.to_owned()).or_default().insert(key.to_owned(), value);
+        Ok(())
+    }
+
+    async fn delete(&self, store: &str, key: &str) -> Result<(), StateError> {
+        check_key(key)?;
+        let mut stores = self.stores.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = stores.get_mut(store) {
+            s.remove(key);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,75 @@
+//! Delivery counters, served at `GET /metrics` in Prometheus' text format.
+//!
+//! They are how an operator sees what the at-least-once machinery did:
+//! a message that ran out of attempts without a dead-letter topic is not
+//! silently gone, it is counted here (and logged).
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub published: AtomicU64,
+    pub deliveries_success: AtomicU64,
+    pub deliveries_retry: AtomicU64,
+    pub deliveries_drop: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    pub discarded_max_attempts: AtomicU64,
+    pub discarded_expired: AtomicU64,
+    pub in_flight: AtomicU64,
+}
+
+impl Metrics {
+    pub fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Relaxed);
+    }
+
+    /// The counters in Prometheus' text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, rows: &[(&str, &AtomicU64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, value) in rows {
+                let _ = writeln!(out, "{name}{labels} {}", value.load(Relaxed));
+            }
+        };
+        metric(
+            "host_bridge_messages_published_total",
+            "counter",
+            "Messages accepted by the embedded broker.",
+            &[("", &self.published)],
+        );
+        metric(
+            "host_bridge_deliveries_total",
+            "counter",
+            "Deliveries to subscriber guests, by outcome (a trap or timeout counts as retry).",
+            &[
+                ("{outcome=\"success\"}", &self.deliveries_success),
+                ("{outcome=\"retry\"}", &self.deliveries_retry),
+                ("{outcome=\"drop\"}", &self.deliveries_drop),
+            ],
+        );
+        metric(
+            "host_bridge_messages_dead_lettered_total",
+            "counter",
+            "Messages sent to a dead-letter topic.",
+            &[("", &self.dead_lettered)],
+        );
+        metric(
+            "host_bridge_messages_discarded_total",
+            "counter",
+            "Messages given up on with no dead-letter topic to send them to.",
+            &[
+                ("{reason=\"max_attempts\"}", &self.discarded_max_attempts),
+                ("{reason=\"expired\"}", &self.discarded_expired),
+            ],
+        );
+        metric(
+            "host_bridge_deliveries_in_flight",
+            "gauge",
+            "Messages currently being delivered or waiting to be redelivered.",
+            &[("", &self.in_flight)],
+        );
+        out
+    }
+}

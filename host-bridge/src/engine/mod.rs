@@ -1,0 +1,228 @@
+//! The engine: compile components, cache the machine code, pre-instantiate,
+//! and make a fresh sandboxed store for every call.
+//!
+//! - **Compile once.** [`Engine::load`] compiles a component's `.wasm` with
+//!   Cranelift. The machine code is cached on disk (wasmtime's cache, keyed
+//!   by the module's bytes and the compiler's settings), so the next start
+//!   of an unchanged app skips compilation.
+//! - **Link once.** Each component is linked against WASI 0.2 and 0.3,
+//!   `wasi:http` 0.2 and 0.3 and this project's WIT into an `InstancePre`, so
+//!   a missing import is an error at startup, not at the first request.
+//! - **Instantiate per call.** Every delivery and every HTTP request gets a
+//!   new `Store` and instance from the pooling allocator, so no state leaks
+//!   between messages.
+//! - **Bounded calls.** A store gets an epoch deadline of its component's
+//!   `timeout` (checked every [`EPOCH_TICK`]) and a memory limiter of its
+//!   `max_memory`. Running past either traps the guest, which the triggers
+//!   turn into RETRY or a 5xx; the host itself is untouched.
+
+pub mod sandbox;
+mod state;
+
+pub use sandbox::Sandbox;
+pub use state::{HostState, TraceContext};
+
+use crate::broker::Capabilities;
+use crate::host::bindings::SubscriberComponentPre;
+use crate::manifest;
+use wasmtime::error::Context as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Cache, CacheConfig, Config, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder};
+use wasmtime_wasi_http::WasiHttpCtx;
+use wasmtime_wasi_http::handler::ProxyPre;
+
+/// How often the epoch advances; the granularity of guest timeouts.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Engine-wide settings.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Where compiled code is cached; `None` turns the cache off.
+    pub cache_dir: Option<PathBuf>,
+    /// The most guest instances alive at once, across all components.
+    pub max_instances: u32,
+}
+
+/// A compiled, linked component, ready to instantiate.
+pub struct LoadedComponent {
+    pub id: String,
+    pub sandbox: Arc<Sandbox>,
+    /// Set when the component exports a `wasi:http` handler (0.2 or 0.3).
+    pub http: Option<ProxyPre<HostState>>,
+    /// Set when the component exports `hostbridge:pubsub/subscriber`.
+    pub subscriber: Option<SubscriberComponentPre<HostState>>,
+    /// What the component exports, for error messages.
+    pub exports: Vec<String>,
+    /// How long compiling (or loading from the cache) took.
+    pub compile_time: Duration,
+}
+
+/// The wasmtime engine, its linker, and the capabilities guests reach.
+pub struct Engine {
+    engine: wasmtime::Engine,
+    linker: Linker<HostState>,
+    capabilities: Capabilities,
+    _ticker: EpochTicker,
+}
+
+impl Engine {
+    pub fn new(options: &EngineOptions, capabilities: Capabilities) -> wasmtime::Result<Engine> {
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .wasm_component_model_async(true)
+            .epoch_interruption(true);
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(options.max_instances)
+            .total_core_instances(options.max_instances * 4)
+            .total_memories(options.max_instances * 2)
+            .total_tables(options.max_instances * 4)
+            .max_memories_per_component(4)
+            .max_tables_per_component(8);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        if let Some(dir) = &options.cache_dir {
+            let mut cache = CacheConfig::new();
+            cache.with_directory(dir);
+            config.cache(Some(Cache::new(cache).with_context(|| {
+                format!("cannot use {} as the compiled-code cache", dir.display())
+            })?));
+        }
+        let engine = wasmtime::Engine::new(&config).context("cannot configure wasmtime")?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi::p3::add_to_linker(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
+        crate::host::add_to_linker(&mut linker)?;
+
+        Ok(Engine {
+            _ticker: EpochTicker::start(engine.clone()),
+            engine,
+            linker,
+            capabilities,
+        })
+    }
+
+    /// Compiles (or loads from the cache) and links one component. This is
+    /// CPU-bound; call it from a blocking thread.
+    pub fn load(&self, component: &manifest::Component) -> wasmtime::Result<LoadedComponent> {
+        let id = &component.id;
+        let path = &component.source;
+        let started = Instant::now();
+        let compiled = Component::from_file(&self.engine, path)
+            .with_context(|| format!("component `{id}`: cannot compile {}", path.display()))?;
+        let compile_time = started.elapsed();
+        let exports: Vec<String> = compiled
+            .component_type()
+            .exports(&self.engine)
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        let pre = self.linker.instantiate_pre(&compiled).with_context(|| {
+            format!(
+                "component `{id}` ({}) imports something host-bridge does not provide",
+                path.display()
+            )
+        })?;
+        let exports_any = |prefix: &str| exports.iter().any(|e| e.starts_with(prefix));
+        let http = if exports_any("wasi:http/handler@0.3") {
+            Some(ProxyPre::P3(wasmtime_wasi_http::p3::bindings::ServicePre::new(pre.clone())?))
+        } else if exports_any("wasi:http/incoming-handler@0.2") {
+            Some(ProxyPre::P2(wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre.clone())?))
+        } else {
+            None
+        };
+        let subscriber = if exports_any("hostbridge:pubsub/subscriber@") {
+            Some(SubscriberComponentPre::new(pre).with_context(|| {
+                format!("component `{id}`: its subscriber export does not match wit/pubsub.wit")
+            })?)
+        } else {
+            None
+        };
+        Ok(LoadedComponent {
+            id: id.clone(),
+            sandbox: Arc::new(Sandbox::new(component)),
+            http,
+            subscriber,
+            exports,
+            compile_time,
+        })
+    }
+
+    /// A fresh store for one call into a component, sandboxed and bounded.
+    pub fn store(&self, sandbox: &Arc<Sandbox>, trace: Option<TraceContext>) -> wasmtime::Result<Store<HostState>> {
+        let limits = sandbox.limits;
+        let state = HostState {
+            component: sandbox.component.clone(),
+            wasi: sandbox.wasi_ctx()?,
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(limits.max_memory)
+                .instances(64)
+                .build(),
+            outbound: state::OutboundHttp {
+                sandbox: sandbox.clone(),
+            },
+            broker: self.capabilities.broker.clone(),
+            state_store: self.capabilities.state_store.clone(),
+            trace,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(epoch_ticks(limits.timeout));
+        store.epoch_deadline_trap();
+        Ok(store)
+    }
+}
+
+/// The number of epoch ticks in `timeout`, rounded up.
+fn epoch_ticks(timeout: Duration) -> u64 {
+    let tick = EPOCH_TICK.as_nanos();
+    (timeout.as_nanos().div_ceil(tick) as u64).max(1)
+}
+
+/// A thread that advances the engine's epoch every [`EPOCH_TICK`] until dropped.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+}
+
+impl EpochTicker {
+    fn start(engine: wasmtime::Engine) -> EpochTicker {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::Builder::new()
+            .name("epoch-ticker".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .expect("cannot spawn the epoch ticker thread");
+        EpochTicker { stop }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epoch_ticks_round_up() {
+        assert_eq!(epoch_ticks(Duration::from_millis(1)), 1);
+        assert_eq!(epoch_ticks(Duration::from_millis(10)), 1);
+        assert_eq!(epoch_ticks(Duration::from_millis(11)), 2);
+        assert_eq!(epoch_ticks(Duration::from_secs(30)), 3000);
+    }
+}

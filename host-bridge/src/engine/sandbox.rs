@@ -1,0 +1,91 @@
+//! What a guest may touch, built from its `[component.NAME]` table.
+//!
+//! A guest starts with nothing: no environment, no files, no sockets, no
+//! name lookups, no outbound HTTP, and clocks that read zero. Each grant in
+//! the manifest opens exactly one thing:
+//!
+//! | manifest key | grants |
+//! |---|---|
+//! | `environment` | those variables, and no others |
+//! | `files` | those directories, read-only, at their destinations |
+//! | `allowed_outbound_hosts` | outbound `wasi:http` requests to matching hosts |
+//! | `tool.host-bridge.clock` | the real wall and monotonic clocks |
+//!
+//! Raw `wasi:sockets` stay closed whatever the manifest says. Stdout and
+//! stderr go to the host's, so guest logs show up next to the host's.
+
+use crate::manifest::outbound::OutboundHost;
+use crate::manifest::{Component, FileMount, SandboxLimits};
+use std::sync::Arc;
+use std::time::Duration;
+use wasmtime_wasi::{FsPerms, HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder};
+
+/// A component's sandbox, shared by all its instances.
+#[derive(Debug, Clone)]
+pub struct Sandbox {
+    pub component: Arc<str>,
+    environment: Vec<(String, String)>,
+    files: Vec<FileMount>,
+    pub outbound: Arc<[OutboundHost]>,
+    pub limits: SandboxLimits,
+}
+
+impl Sandbox {
+    pub fn new(component: &Component) -> Sandbox {
+        Sandbox {
+            component: component.id.as_str().into(),
+            environment: component.environment.clone().into_iter().collect(),
+            files: component.files.clone(),
+            outbound: component.allowed_outbound_hosts.clone().into(),
+            limits: component.sandbox,
+        }
+    }
+
+    /// A fresh WASI context with exactly the grants of the manifest.
+    pub fn wasi_ctx(&self) -> wasmtime::Result<WasiCtx> {
+        let mut builder = WasiCtxBuilder::new();
+        builder
+            .inherit_stdout()
+            .inherit_stderr()
+            .envs(&self.environment)
+            .allow_ip_name_lookup(false)
+            .allow_tcp(false)
+            .allow_udp(false);
+        for mount in &self.files {
+            builder.preopened_dir(&mount.source, &mount.destination, FsPerms::ReadOnly)?;
+        }
+        if !self.limits.clock {
+            builder.wall_clock(FrozenClock).monotonic_clock(FrozenClock);
+        }
+        Ok(builder.build())
+    }
+
+    /// Whether an outbound request to `scheme://host:port` is allowed.
+    pub fn allows_outbound(&self, scheme: &str, host: &str, port: u16) -> bool {
+        self.outbound.iter().any(|h| h.allows(scheme, host, port))
+    }
+}
+
+/// The clock of a guest without the clock grant: it always reads zero
+/// (1970-01-01 on the wall clock), so it tells the guest nothing.
+struct FrozenClock;
+
+impl HostWallClock for FrozenClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+impl HostMonotonicClock for FrozenClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+
+    fn now(&self) -> u64 {
+        0
+    }
+}

@@ -1,0 +1,26 @@
+//! host-bridge runs Dapr publish/subscribe applications as sandboxed
+//! WebAssembly components.
+//!
+//! The data flows through the modules in this order:
+//!
+//! 1. [`manifest`] reads and validates `spin.toml`.
+//! 2. [`engine`] compiles each component (caching the machine code),
+//!    links it into an `InstancePre`, and makes a fresh sandboxed store
+//!    for every call.
+//! 3. [`triggers`] turn HTTP requests and pub/sub deliveries into calls on
+//!    fresh instances.
+//! 4. [`broker`] backends carry messages: [`broker::embedded`] in memory.
+//! 5. [`host`] implements the WIT imports (`publisher`, `state`) that
+//!    guests call, on top of the broker backend.
+//!
+//! [`server`] is the one HTTP listener everything is mounted on, and [`app`]
+//! wires the pieces together for `host-bridge up`.
+
+pub mod app;
+pub mod broker;
+pub mod build;
+pub mod engine;
+pub mod host;
+pub mod manifest;
+pub mod server;
+pub mod triggers;

@@ -1,0 +1,140 @@
+//! The `host-bridge` command line.
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use host_bridge::app::{self, UpOptions};
+use host_bridge::engine::EngineOptions;
+use host_bridge::manifest::Manifest;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Run Dapr publish/subscribe applications as sandboxed WebAssembly components.
+///
+/// An app is described by a spin.toml (Spin manifest v2 plus [[trigger.pubsub]]).
+/// HTTP components serve its routes; subscriber components handle its events,
+/// each delivery in a fresh sandboxed instance.
+#[derive(Parser)]
+#[command(name = "host-bridge", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Compile the app's components and serve it.
+    ///
+    /// Without Dapr, messages go through the embedded in-memory broker and
+    /// state lives in memory.
+    Up {
+        /// The app manifest.
+        #[arg(long, short = 'f', default_value = "spin.toml", env = "HOST_BRIDGE_MANIFEST")]
+        manifest: PathBuf,
+        /// The address to serve on (under Dapr: the app port).
+        #[arg(long, default_value = "127.0.0.1:3000", env = "HOST_BRIDGE_LISTEN")]
+        listen: SocketAddr,
+        /// Run the components' build commands before starting.
+        #[arg(long)]
+        build: bool,
+        /// Where compiled machine code is cached [default: $XDG_CACHE_HOME/host-bridge or ~/.cache/host-bridge].
+        #[arg(long, env = "HOST_BRIDGE_CACHE_DIR")]
+        cache_dir: Option<PathBuf>,
+        /// Compile every start from scratch, without the cache.
+        #[arg(long, conflicts_with = "cache_dir")]
+        no_cache: bool,
+        /// The most guest instances alive at once.
+        #[arg(long, default_value_t = 1000)]
+        max_instances: u32,
+        /// Seconds deliveries in flight get to finish on shutdown.
+        #[arg(long, default_value_t = 10)]
+        shutdown_grace: u64,
+    },
+    /// Run each component's [component.NAME.build] command, like `spin build`.
+    Build {
+        /// The app manifest.
+        #[arg(long, short = 'f', default_value = "spin.toml", env = "HOST_BRIDGE_MANIFEST")]
+        manifest: PathBuf,
+        /// Build only these components.
+        components: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Build { manifest, components } => {
+            let manifest = Manifest::load(&manifest)?;
+            host_bridge::build::run(&manifest, &components)
+        }
+        Command::Up {
+            manifest,
+            listen,
+            build,
+            cache_dir,
+            no_cache,
+            max_instances,
+            shutdown_grace,
+        } => {
+            let cache_dir = if no_cache { None } else { Some(cache_dir.unwrap_or_else(default_cache_dir)) };
+            let options = UpOptions {
+                manifest,
+                listen,
+                build,
+                engine: EngineOptions {
+                    cache_dir,
+                    max_instances,
+                },
+                shutdown_grace: Duration::from_secs(shutdown_grace),
+            };
+            let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            runtime.block_on(app::up(options, shutdown_signal()))
+        }
+    }
+}
+
+fn default_cache_dir() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("host-bridge")
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

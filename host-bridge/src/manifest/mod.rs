@@ -1,0 +1,710 @@
+//! `spin.toml`: the application manifest.
+//!
+//! The format is Spin's manifest version 2, plus a `[[trigger.pubsub]]`
+//! trigger and two host-bridge tables (`[application.trigger.pubsub]` for the
+//! embedded broker's delivery policy, `[component.NAME.tool.host-bridge]` for
+//! a component's sandbox limits). The README documents every key.
+//!
+//! Loading is all or nothing: [`Manifest::load`] either returns a manifest in
+//! which every trigger names a defined component, every route parses and
+//! every path exists, or an error that names the file, the table and the
+//! key. Unknown keys are errors, so a typo never silently does nothing.
+
+pub mod outbound;
+pub mod route;
+
+use outbound::OutboundHost;
+use route::Route;
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Paths the host serves itself; no HTTP trigger may claim them.
+pub const RESERVED_PATHS: &[&str] = &["/healthz", "/metrics", "/dapr", "/v1.0", "/v1.0-alpha1"];
+
+/// A manifest that loaded and passed validation.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    /// The manifest file.
+    pub path: PathBuf,
+    /// The directory relative paths in the manifest are resolved against.
+    pub dir: PathBuf,
+    /// `[application]`.
+    pub application: Application,
+    /// `[[trigger.http]]`, in file order.
+    pub http_triggers: Vec<HttpTrigger>,
+    /// `[[trigger.pubsub]]`, in file order.
+    pub pubsub_triggers: Vec<PubsubTrigger>,
+    /// `[component.NAME]`, by name.
+    pub components: BTreeMap<String, Component>,
+}
+
+/// `[application]`.
+#[derive(Debug, Clone)]
+pub struct Application {
+    /// The app's name; it is the CloudEvent `source` of what the app publishes.
+    pub name: String,
+    /// The app's version, if given.
+    pub version: Option<String>,
+    /// How the embedded broker redelivers (`[application.trigger.pubsub]`).
+    pub delivery: DeliveryPolicy,
+}
+
+/// How the embedded broker retries a message whose guest did not succeed.
+/// Under Dapr, the sidecar's resiliency policy decides instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliveryPolicy {
+    /// Deliveries of one message before it is given up on, counting the first.
+    pub max_attempts: u32,
+    /// The wait before the first redelivery; each next wait doubles.
+    pub initial_backoff: Duration,
+    /// The longest wait between two deliveries.
+    pub max_backoff: Duration,
+}
+
+impl Default for DeliveryPolicy {
+    fn default() -> Self {
+        DeliveryPolicy {
+            max_attempts: 5,
+            initial_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(10),
+        }
+    }
+}
+
+/// One `[[trigger.http]]`.
+#[derive(Debug, Clone)]
+pub struct HttpTrigger {
+    pub route: Route,
+    pub component: String,
+}
+
+/// One `[[trigger.pubsub]]`: a subscription of a component to a topic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PubsubTrigger {
+    pub component: String,
+    pub pubsubname: String,
+    pub topic: String,
+    /// The app path daprd delivers to. Defaults to `/dapr/pubsub/{pubsubname}/{topic}`.
+    pub route: String,
+    pub dead_letter_topic: Option<String>,
+    /// Subscription metadata passed to Dapr unchanged, such as `rawPayload`.
+    pub metadata: BTreeMap<String, String>,
+    pub bulk_subscribe: Option<BulkSubscribe>,
+}
+
+impl PubsubTrigger {
+    /// Whether the subscription asks for raw (non-CloudEvent) payloads.
+    pub fn raw_payload(&self) -> bool {
+        self.metadata
+            .get("rawPayload")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    }
+}
+
+/// `bulk_subscribe` of a pub/sub trigger, as in Dapr's `bulkSubscribe`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkSubscribe {
+    /// The most messages in one batch.
+    #[serde(default = "default_bulk_max_messages")]
+    pub max_messages_count: u32,
+    /// The longest wait for a batch to fill, in milliseconds.
+    #[serde(default = "default_bulk_max_await_ms")]
+    pub max_await_duration_ms: u32,
+}
+
+fn default_bulk_max_messages() -> u32 {
+    100
+}
+
+fn default_bulk_max_await_ms() -> u32 {
+    1000
+}
+
+/// One `[component.NAME]`, with its paths resolved.
+#[derive(Debug, Clone)]
+pub struct Component {
+    pub id: String,
+    /// The component's `.wasm` file.
+    pub source: PathBuf,
+    pub build: Option<Build>,
+    pub allowed_outbound_hosts: Vec<OutboundHost>,
+    pub environment: BTreeMap<String, String>,
+    pub files: Vec<FileMount>,
+    pub sandbox: SandboxLimits,
+}
+
+/// `[component.NAME.build]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Build {
+    pub command: String,
+    /// Where the command runs: the manifest's directory unless `workdir` says otherwise.
+    pub workdir: PathBuf,
+}
+
+/// A host directory a component may read, and where it sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileMount {
+    pub source: PathBuf,
+    pub destination: String,
+}
+
+/// `[component.NAME.tool.host-bridge]`: the component's sandbox limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SandboxLimits {
+    /// How long one call into the guest may run before it is stopped.
+    pub timeout: Duration,
+    /// The most linear memory the guest may grow to, in bytes.
+    pub max_memory: usize,
+    /// Whether the guest sees the real clocks. Without it, both clocks read zero.
+    pub clock: bool,
+}
+
+impl Default for SandboxLimits {
+    fn default() -> Self {
+        SandboxLimits {
+            timeout: Duration::from_secs(30),
+            max_memory: 64 << 20,
+            clock: false,
+        }
+    }
+}
+
+/// A manifest that could not be loaded. The message names the file and,
+/// where there is one, the table and key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("cannot read manifest {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {table}{message}")]
+    Syntax {
+        path: PathBuf,
+        table: String,
+        message: String,
+    },
+    #[error("{path} is not valid:\n{}", .problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<String>,
+    },
+}
+
+// ---- the file's shape, as serde reads it ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    spin_manifest_version: u32,
+    application: RawApplication,
+    #[serde(default)]
+    trigger: RawTriggers,
+    #[serde(default)]
+    component: BTreeMap<String, RawComponent>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApplication {
+    name: String,
+    version: Option<String>,
+    description: Option<String>,
+    #[serde(default)]
+    authors: Vec<String>,
+    #[serde(default)]
+    trigger: RawAppTriggers,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAppTriggers {
+    http: Option<RawAppHttp>,
+    pubsub: Option<RawDeliveryPolicy>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAppHttp {
+    base: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDeliveryPolicy {
+    max_attempts: Option<u32>,
+    initial_backoff_ms: Option<u64>,
+    max_backoff_ms: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTriggers {
+    #[serde(default)]
+    http: Vec<RawHttpTrigger>,
+    #[serde(default)]
+    pubsub: Vec<RawPubsubTrigger>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttpTrigger {
+    route: String,
+    component: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPubsubTrigger {
+    component: String,
+    pubsubname: String,
+    topic: String,
+    route: Option<String>,
+    dead_letter_topic: Option<String>,
+    #[serde(default)]
+    metadata: BTreeMap<String, String>,
+    bulk_subscribe: Option<BulkSubscribe>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawComponent {
+    source: String,
+    description: Option<String>,
+    build: Option<RawBuild>,
+    #[serde(default)]
+    allowed_outbound_hosts: Vec<String>,
+    #[serde(default)]
+    environment: BTreeMap<String, String>,
+    #[serde(default)]
+    files: Vec<RawFileMount>,
+    #[serde(default)]
+    tool: BTreeMap<String, toml::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBuild {
+    command: String,
+    workdir: Option<String>,
+    #[serde(default)]
+    watch: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawFileMount {
+    Directory(String),
+    Mapping { source: String, destination: String },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHostBridgeTool {
+    timeout_ms: Option<u64>,
+    max_memory_mb: Option<usize>,
+    clock: Option<bool>,
+}
+
+/// The name of this tool's table under `[component.NAME.tool]`.
+const TOOL_NAME: &str = "host-bridge";
+
+impl Manifest {
+    /// Reads, parses and validates the manifest at `path`. Component sources
+    /// are not required to exist yet; see [`Manifest::check_sources`].
+    pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+            path: path.into(),
+            source,
+        })?;
+        Manifest::parse(path, &text)
+    }
+
+    /// Parses and validates manifest text; `path` names it in errors and
+    /// anchors its relative paths.
+    pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
+        let raw: RawManifest = toml::from_str(text).map_err(|e| ManifestError::Syntax {
+            path: path.into(),
+            table: e
+                .span()
+                .and_then(|span| enclosing_table(text, span.start))
+                .map(|t| format!("in {t}: "))
+                .unwrap_or_default(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        let dir = path
+            .parent()
+            .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        let mut problems = Problems::default();
+        let manifest = Manifest::validate(path, &dir, raw, &mut problems);
+        if problems.0.is_empty() {
+            Ok(manifest)
+        } else {
+            Err(ManifestError::Invalid {
+                path: path.into(),
+                problems: problems.0,
+            })
+        }
+    }
+
+    /// Checks that every component's `.wasm` file exists, with a hint to build
+    /// the ones that do not.
+    pub fn check_sources(&self) -> Result<(), ManifestError> {
+        let problems: Vec<String> = self
+            .components
+            .values()
+            .filter(|c| !c.source.is_file())
+            .map(|c| {
+                let hint = match &c.build {
+                    Some(build) => format!(
+                        "; build it with `host-bridge build` (runs `{}`), or start with `host-bridge up --build`",
+                        build.command
+                    ),
+                    None => "; the component has no [build] command, so build it by hand".into(),
+                };
+                format!(
+                    "[component.{}] source: {} does not exist{hint}",
+                    c.id,
+                    c.source.display()
+                )
+            })
+            .collect();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ManifestError::Invalid {
+                path: self.path.clone(),
+                problems,
+            })
+        }
+    }
+
+    fn validate(path: &Path, dir: &Path, raw: RawManifest, problems: &mut Problems) -> Manifest {
+        if raw.spin_manifest_version != 2 {
+            problems.push(format!(
+                "spin_manifest_version: must be 2, found {}",
+                raw.spin_manifest_version
+            ));
+        }
+        let application = validate_application(raw.application, problems);
+        let components: BTreeMap<String, Component> = raw
+            .component
+            .into_iter()
+            .filter_map(|(id, c)| validate_component(dir, &id, c, problems).map(|c| (id, c)))
+            .collect();
+        // Names that failed validation still count as defined, so a trigger
+        // naming them reports only the component's own problem.
+        let known = |id: &str| components.contains_key(id);
+        let defined = || components.keys().cloned().collect::<Vec<_>>().join(", ");
+
+        let mut http_triggers = Vec::new();
+        let mut seen_routes = BTreeSet::new();
+        for (index, t) in raw.trigger.http.into_iter().enumerate() {
+            let here = format!("[[trigger.http]] #{} (route {:?})", index + 1, t.route);
+            if !known(&t.component) {
+                problems.push(format!(
+                    "{here} component: `{}` is not defined; defined components: {}",
+                    t.component,
+                    defined()
+                ));
+            }
+            match Route::parse(&t.route) {
+                Ok(route) => {
+                    let prefix = route.literal_prefix();
+                    let reserved = RESERVED_PATHS
+                        .iter()
+                        .find(|r| prefix == **r || prefix.starts_with(&format!("{r}/")));
+                    if let Some(reserved) = reserved {
+                        problems.push(format!(
+                            "{here} route: {reserved} is served by host-bridge itself and cannot be routed to a component"
+                        ));
+                    } else if !seen_routes.insert(route.as_str().to_owned()) {
+                        problems.push(format!("{here} route: the same route is declared twice"));
+                    } else {
+                        http_triggers.push(HttpTrigger {
+                            route,
+                            component: t.component,
+                        });
+                    }
+                }
+                Err(e) => problems.push(format!("{here} route: {e}")),
+            }
+        }
+
+        let mut pubsub_triggers = Vec::new();
+        let mut seen_delivery_routes = BTreeSet::new();
+        for (index, t) in raw.trigger.pubsub.into_iter().enumerate() {
+            let here = format!(
+                "[[trigger.pubsub]] #{} (component {:?}, topic {:?})",
+                index + 1,
+                t.component,
+                t.topic
+            );
+            if !known(&t.component) {
+                problems.push(format!(
+                    "{here} component: `{}` is not defined; defined components: {}",
+                    t.component,
+                    defined()
+                ));
+            }
+            for (key, value) in [("pubsubname", &t.pubsubname), ("topic", &t.topic)] {
+                if !is_name(value) {
+                    problems.push(format!(
+                        "{here} {key}: {value:?} must be non-empty letters, digits, '-', '_' or '.'"
+                    ));
+                }
+            }
+            if let Some(dlt) = &t.dead_letter_topic {
+                if !is_name(dlt) {
+                    problems.push(format!(
+                        "{here} dead_letter_topic: {dlt:?} must be non-empty letters, digits, '-', '_' or '.'"
+                    ));
+                } else if *dlt == t.topic {
+                    problems.push(format!(
+                        "{here} dead_letter_topic: must differ from topic, or dropped messages would loop"
+                    ));
+                }
+            }
+            if let Some(bulk) = &t.bulk_subscribe {
+                if bulk.max_messages_count == 0 {
+                    problems.push(format!("{here} bulk_subscribe.max_messages_count: must be at least 1"));
+                }
+            }
+            let route = t
+                .route
+                .unwrap_or_else(|| format!("/dapr/pubsub/{}/{}", t.pubsubname, t.topic));
+            match Route::parse(&route) {
+                Ok(parsed) if parsed.is_wildcard() || route.contains(':') => problems.push(format!(
+                    "{here} route: {route:?} must be a plain path, without parameters or '...'"
+                )),
+                Ok(_) if route == "/healthz" || route == "/metrics" || route.starts_with("/v1.0") => {
+                    problems.push(format!("{here} route: {route:?} is served by host-bridge itself"))
+                }
+                Ok(_) if !seen_delivery_routes.insert(route.clone()) => problems.push(format!(
+                    "{here} route: {route:?} is already the route of another subscription"
+                )),
+                Ok(_) => {}
+                Err(e) => problems.push(format!("{here} route: {e}")),
+            }
+            pubsub_triggers.push(PubsubTrigger {
+                component: t.component,
+                pubsubname: t.pubsubname,
+                topic: t.topic,
+                route,
+                dead_letter_topic: t.dead_letter_topic,
+                metadata: t.metadata,
+                bulk_subscribe: t.bulk_subscribe,
+            });
+        }
+        if http_triggers.is_empty() && pubsub_triggers.is_empty() && problems.0.is_empty() {
+            problems.push("the manifest has no [[trigger.http]] and no [[trigger.pubsub]]: nothing would run".into());
+        }
+
+        Manifest {
+            path: path.into(),
+            dir: dir.into(),
+            application,
+            http_triggers,
+            pubsub_triggers,
+            components,
+        }
+    }
+
+    /// The component named `id`.
+    pub fn component(&self, id: &str) -> Option<&Component> {
+        self.components.get(id)
+    }
+}
+
+fn validate_application(raw: RawApplication, problems: &mut Problems) -> Application {
+    let _ = (raw.description, raw.authors);
+    if !is_name(&raw.name) {
+        problems.push(format!(
+            "[application] name: {:?} must be non-empty letters, digits, '-', '_' or '.'",
+            raw.name
+        ));
+    }
+    if let Some(base) = raw.trigger.http.and_then(|h| h.base) {
+        if base != "/" {
+            problems.push(format!(
+                "[application.trigger.http] base: host-bridge serves routes from \"/\" only, found {base:?}"
+            ));
+        }
+    }
+    let mut delivery = DeliveryPolicy::default();
+    if let Some(p) = raw.trigger.pubsub {
+        let here = "[application.trigger.pubsub]";
+        if let Some(n) = p.max_attempts {
+            if n == 0 {
+                problems.push(format!("{here} max_attempts: must be at least 1"));
+            }
+            delivery.max_attempts = n.max(1);
+        }
+        if let Some(ms) = p.initial_backoff_ms {
+            delivery.initial_backoff = Duration::from_millis(ms);
+        }
+        if let Some(ms) = p.max_backoff_ms {
+            delivery.max_backoff = Duration::from_millis(ms);
+        }
+        if delivery.max_backoff < delivery.initial_backoff {
+            problems.push(format!(
+                "{here} max_backoff_ms: must not be below initial_backoff_ms"
+            ));
+        }
+    }
+    Application {
+        name: raw.name,
+        version: raw.version,
+        delivery,
+    }
+}
+
+fn validate_component(
+    dir: &Path,
+    id: &str,
+    raw: RawComponent,
+    problems: &mut Problems,
+) -> Option<Component> {
+    let here = format!("[component.{id}]");
+    let before = problems.0.len();
+    if !is_component_id(id) {
+        problems.push(format!(
+            "{here}: the name must be lowercase letters, digits and single '-' between words (like `order-api`)"
+        ));
+    }
+    let _ = raw.description;
+    let source = dir.join(&raw.source);
+    if !raw.source.ends_with(".wasm") {
+        problems.push(format!("{here} source: {:?} must be a path to a .wasm file", raw.source));
+    }
+    let build = raw.build.map(|b| {
+        let _ = b.watch;
+        Build {
+            command: b.command,
+            workdir: b.workdir.map_or_else(|| dir.to_path_buf(), |w| dir.join(w)),
+        }
+    });
+    let mut allowed_outbound_hosts = Vec::new();
+    for entry in &raw.allowed_outbound_hosts {
+        match OutboundHost::parse(entry) {
+            Ok(host) => allowed_outbound_hosts.push(host),
+            Err(e) => problems.push(format!("{here} allowed_outbound_hosts: {e}")),
+        }
+    }
+    let mut files = Vec::new();
+    for mount in raw.files {
+        let (source, destination) = match mount {
+            RawFileMount::Directory(path) => {
+                let destination = format!("/{}", path.trim_start_matches("./").trim_start_matches('/'));
+                (path, destination)
+            }
+            RawFileMount::Mapping {
+                source,
+                destination,
+            } => (source, destination),
+        };
+        if source.contains(['*', '?', '[']) {
+            problems.push(format!(
+                "{here} files: {source:?} is a glob; host-bridge mounts directories only, as {{ source = \"dir\", destination = \"/dir\" }}"
+            ));
+            continue;
+        }
+        let host_path = dir.join(&source);
+        if !host_path.is_dir() {
+            problems.push(format!(
+                "{here} files: {} is not a directory (host-bridge mounts directories, read-only)",
+                host_path.display()
+            ));
+        } else if !destination.starts_with('/') {
+            problems.push(format!("{here} files: destination {destination:?} must be an absolute path"));
+        } else {
+            files.push(FileMount {
+                source: host_path,
+                destination,
+            });
+        }
+    }
+    let mut sandbox = SandboxLimits::default();
+    for (tool, value) in raw.tool {
+        if tool != TOOL_NAME {
+            // Settings for other tools are theirs to check.
+            continue;
+        }
+        match value.try_into::<RawHostBridgeTool>() {
+            Ok(t) => {
+                if let Some(ms) = t.timeout_ms {
+                    if ms == 0 {
+                        problems.push(format!("{here}.tool.{TOOL_NAME} timeout_ms: must be at least 1"));
+                    }
+                    sandbox.timeout = Duration::from_millis(ms);
+                }
+                if let Some(mb) = t.max_memory_mb {
+                    if mb == 0 || mb > 4096 {
+                        problems.push(format!(
+                            "{here}.tool.{TOOL_NAME} max_memory_mb: must be between 1 and 4096"
+                        ));
+                    }
+                    sandbox.max_memory = mb << 20;
+                }
+                sandbox.clock = t.clock.unwrap_or(false);
+            }
+            Err(e) => problems.push(format!("{here}.tool.{TOOL_NAME}: {}", e.message())),
+        }
+    }
+    (problems.0.len() == before).then(|| Component {
+        id: id.into(),
+        source,
+        build,
+        allowed_outbound_hosts,
+        environment: raw.environment,
+        files,
+        sandbox,
+    })
+}
+
+#[derive(Default)]
+struct Problems(Vec<String>);
+
+impl Problems {
+    fn push(&mut self, problem: String) {
+        self.0.push(problem);
+    }
+}
+
+/// Spin's rule for component ids: lowercase words of letters and digits
+/// joined by single dashes.
+fn is_component_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.split('-').all(|word| {
+            !word.is_empty() && word.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        })
+}
+
+/// A Dapr-safe name for a pub/sub component, topic or app.
+fn is_name(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
+/// The `[table]` or `[[array]]` header, as written, that encloses byte `offset` of `text`,
+/// so an error deep inside a component names the component.
+fn enclosing_table(text: &str, offset: usize) -> Option<String> {
+    text.get(..offset)?.lines().rev().find_map(|line| {
+        let line = line.trim();
+        (line.starts_with('[') && line.ends_with(']')).then(|| line.to_owned())
+    })
+}
+
+impl fmt::Display for PubsubTrigger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{} -> {}", self.pubsubname, self.topic, self.component)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,187 @@
+//! Manifest parsing, with good and bad input. Every error must name the
+//! file, the table and the key, so each case checks all three.
+
+use super::*;
+use std::fs;
+
+const GOOD: &str = r#"
+spin_manifest_version = 2
+
+[application]
+name = "orders"
+version = "0.1.0"
+
+[application.trigger.pubsub]
+max_attempts = 3
+initial_backoff_ms = 10
+max_backoff_ms = 100
+
+[[trigger.http]]
+route = "/orders/..."
+component = "order-api"
+
+[[trigger.pubsub]]
+component = "order-processor"
+pubsubname = "pubsub"
+topic = "orders"
+dead_letter_topic = "orders-dead"
+metadata = { rawPayload = "true" }
+bulk_subscribe = { max_messages_count = 10 }
+
+[component.order-api]
+source = "api.wasm"
+allowed_outbound_hosts = ["https://example.com"]
+environment = { GREETING = "hi" }
+files = [{ source = "static", destination = "/static" }]
+[component.order-api.build]
+command = "make api"
+
+[component.order-processor]
+source = "processor.wasm"
+[component.order-processor.tool.host-bridge]
+clock = true
+timeout_ms = 500
+max_memory_mb = 16
+[component.order-processor.tool.other-tool]
+anything = "goes"
+"#;
+
+/// A directory holding `spin.toml` with `text`, the `static` folder and,
+/// when `with_wasm`, the two `.wasm` files.
+fn app(text: &str, with_wasm: bool) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir(dir.path().join("static")).unwrap();
+    if with_wasm {
+        fs::write(dir.path().join("api.wasm"), b"").unwrap();
+        fs::write(dir.path().join("processor.wasm"), b"").unwrap();
+    }
+    let path = dir.path().join("spin.toml");
+    fs::write(&path, text).unwrap();
+    (dir, path)
+}
+
+fn load_err(text: &str) -> String {
+    let (_dir, path) = app(text, true);
+    let err = Manifest::load(&path).expect_err("the manifest should be rejected").to_string();
+    assert!(err.contains("spin.toml"), "the error must name the file: {err}");
+    err
+}
+
+#[test]
+fn loads_a_full_manifest() {
+    let (dir, path) = app(GOOD, true);
+    let m = Manifest::load(&path).unwrap();
+    m.check_sources().unwrap();
+    assert_eq!(m.application.name, "orders");
+    assert_eq!(m.application.delivery.max_attempts, 3);
+    assert_eq!(m.application.delivery.initial_backoff, Duration::from_millis(10));
+    assert_eq!(m.http_triggers[0].route.as_str(), "/orders/...");
+    let sub = &m.pubsub_triggers[0];
+    assert_eq!(sub.route, "/dapr/pubsub/pubsub/orders");
+    assert_eq!(sub.dead_letter_topic.as_deref(), Some("orders-dead"));
+    assert!(sub.raw_payload());
+    assert_eq!(sub.bulk_subscribe.unwrap().max_messages_count, 10);
+    assert_eq!(sub.bulk_subscribe.unwrap().max_await_duration_ms, 1000);
+    let api = &m.components["order-api"];
+    assert_eq!(api.source, dir.path().join("api.wasm"));
+    assert_eq!(api.build.as_ref().unwrap().workdir, dir.path());
+    assert_eq!(api.files[0].destination, "/static");
+    assert_eq!(api.environment["GREETING"], "hi");
+    assert!(!api.sandbox.clock);
+    let processor = &m.components["order-processor"];
+    assert!(processor.sandbox.clock);
+    assert_eq!(processor.sandbox.timeout, Duration::from_millis(500));
+    assert_eq!(processor.sandbox.max_memory, 16 << 20);
+}
+
+#[test]
+fn an_unknown_key_names_the_component_and_the_key() {
+    let err = load_err(&GOOD.replace("source = \"api.wasm\"", "source = \"api.wasm\"\nsorce = 1"));
+    assert!(err.contains("[component.order-api]"), "{err}");
+    assert!(err.contains("unknown field `sorce`"), "{err}");
+}
+
+#[test]
+fn an_unknown_trigger_key_names_the_trigger() {
+    let err = load_err(&GOOD.replace("topic = \"orders\"", "topic = \"orders\"\ndeadLetterTopic = \"x\""));
+    assert!(err.contains("[[trigger.pubsub]]"), "{err}");
+    assert!(err.contains("unknown field `deadLetterTopic`"), "{err}");
+}
+
+#[test]
+fn an_unknown_tool_key_names_the_component() {
+    let err = load_err(&GOOD.replace("clock = true", "clocks = true"));
+    assert!(err.contains("[component.order-processor].tool.host-bridge"), "{err}");
+    assert!(err.contains("clocks"), "{err}");
+}
+
+#[test]
+fn a_missing_component_is_named() {
+    let err = load_err(&GOOD.replace("component = \"order-api\"", "component = \"order-apy\""));
+    assert!(err.contains("[[trigger.http]] #1"), "{err}");
+    assert!(err.contains("`order-apy` is not defined"), "{err}");
+    assert!(err.contains("order-api, order-processor"), "{err}");
+}
+
+#[test]
+fn a_missing_wasm_file_hints_at_the_build() {
+    let (_dir, path) = app(GOOD, false);
+    let m = Manifest::load(&path).unwrap();
+    let err = m.check_sources().unwrap_err().to_string();
+    assert!(err.contains("spin.toml"), "{err}");
+    assert!(err.contains("[component.order-api] source"), "{err}");
+    assert!(err.contains("api.wasm does not exist"), "{err}");
+    assert!(err.contains("host-bridge build"), "{err}");
+    assert!(err.contains("make api"), "{err}");
+    assert!(err.contains("no [build] command"), "{err}");
+}
+
+#[test]
+fn a_bad_route_is_explained() {
+    let err = load_err(&GOOD.replace("route = \"/orders/...\"", "route = \"/orders/.../x\""));
+    assert!(err.contains("route \"/orders/.../x\""), "{err}");
+    assert!(err.contains("'...' may only be the last segment"), "{err}");
+
+    let err = load_err(&GOOD.replace("route = \"/orders/...\"", "route = \"orders\""));
+    assert!(err.contains("must start with '/'"), "{err}");
+
+    let err = load_err(&GOOD.replace("route = \"/orders/...\"", "route = \"/healthz\""));
+    assert!(err.contains("/healthz is served by host-bridge"), "{err}");
+}
+
+#[test]
+fn metadata_values_must_be_strings() {
+    let err = load_err(&GOOD.replace("rawPayload = \"true\"", "rawPayload = true"));
+    assert!(err.contains("[[trigger.pubsub]]"), "{err}");
+    assert!(err.contains("expected a string"), "{err}");
+}
+
+#[test]
+fn semantic_problems_are_all_reported_at_once() {
+    let text = GOOD
+        .replace("dead_letter_topic = \"orders-dead\"", "dead_letter_topic = \"orders\"")
+        .replace("spin_manifest_version = 2", "spin_manifest_version = 1")
+        .replace("\"https://example.com\"", "\"example.com\"")
+        .replace("max_attempts = 3", "max_attempts = 0");
+    let err = load_err(&text);
+    assert!(err.contains("spin_manifest_version: must be 2"), "{err}");
+    assert!(err.contains("dead_letter_topic: must differ from topic"), "{err}");
+    assert!(err.contains("[component.order-api] allowed_outbound_hosts"), "{err}");
+    assert!(err.contains("[application.trigger.pubsub] max_attempts"), "{err}");
+}
+
+#[test]
+fn globs_and_missing_directories_are_rejected() {
+    let err = load_err(&GOOD.replace(
+        "files = [{ source = \"static\", destination = \"/static\" }]",
+        "files = [\"static/*.html\", \"nowhere\"]",
+    ));
+    assert!(err.contains("is a glob"), "{err}");
+    assert!(err.contains("nowhere is not a directory"), "{err}");
+}
+
+#[test]
+fn an_unreadable_file_is_named() {
+    let err = Manifest::load(Path::new("/nonexistent/spin.toml")).unwrap_err().to_string();
+    assert!(err.contains("/nonexistent/spin.toml"), "{err}");
+}

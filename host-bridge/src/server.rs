@@ -1,0 +1,136 @@
+//! The one HTTP listener, and what is mounted on it.
+//!
+//! host-bridge listens on a single address (`--listen`, the app port under
+//! Dapr). The listener is bound before any component compiles, so a caller
+//! that dials early (daprd dials the app port every 100 ms) gets an answer:
+//! `/healthz` says 503 `starting` until every component is compiled and the
+//! triggers are serving, and 200 from then on. Everything else answers 503
+//! while starting.
+//!
+//! Once ready, a request goes to the first [`Endpoint`] that serves its
+//! method and path: the host's own (`/healthz`, `/metrics`), then the
+//! broker backend's, then the HTTP trigger's component routes.
+
+use crate::broker::Metrics;
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
+use std::sync::{Arc, OnceLock};
+use tokio::net::TcpListener;
+
+/// The body of every response the server sends.
+pub type Body = wasmtime_wasi_http::WasiBody;
+/// A request as it comes off the wire.
+pub type Request = http::Request<Incoming>;
+/// A response as it goes back.
+pub type Response = http::Response<Body>;
+
+/// Something mounted on the listener.
+#[async_trait]
+pub trait Endpoint: Send + Sync + 'static {
+    /// Whether this endpoint answers `method path`.
+    fn serves(&self, method: &Method, path: &str) -> bool;
+
+    /// Answers the request. Errors are answered too (with a 4xx or 5xx), so
+    /// this cannot fail.
+    async fn serve(&self, request: Request) -> Response;
+}
+
+/// A response with a fixed body.
+pub fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response {
+    let mut response = http::Response::new(Full::new(body.into()).map_err(|e: Infallible| match e {}).boxed_unsync());
+    *response.status_mut() = status;
+    if let Ok(value) = http::HeaderValue::from_str(content_type) {
+        response.headers_mut().insert(http::header::CONTENT_TYPE, value);
+    }
+    response
+}
+
+/// A JSON response.
+pub fn json(status: StatusCode, value: &serde_json::Value) -> Response {
+    full(status, "application/json", value.to_string())
+}
+
+/// A JSON error in the shape Dapr uses: `{"errorCode": ..., "message": ...}`.
+pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    json(status, &serde_json::json!({ "errorCode": code, "message": message.into() }))
+}
+
+/// Decides which endpoint answers a request.
+pub struct Router {
+    endpoints: OnceLock<Vec<Arc<dyn Endpoint>>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Router {
+    pub fn new(metrics: Arc<Metrics>) -> Arc<Router> {
+        Arc::new(Router {
+            endpoints: OnceLock::new(),
+            metrics,
+        })
+    }
+
+    /// Mounts the endpoints and turns `/healthz` to 200. Called once, when
+    /// every component is compiled and every trigger is serving.
+    pub fn set_ready(&self, endpoints: Vec<Arc<dyn Endpoint>>) {
+        let _ = self.endpoints.set(endpoints);
+    }
+
+    async fn route(&self, request: Request) -> Response {
+        let path = request.uri().path();
+        let method = request.method();
+        let Some(endpoints) = self.endpoints.get() else {
+            return match path {
+                "/healthz" => json(StatusCode::SERVICE_UNAVAILABLE, &serde_json::json!({ "status": "starting" })),
+                _ => error(StatusCode::SERVICE_UNAVAILABLE, "ERR_NOT_READY", "host-bridge is starting: components are still compiling"),
+            };
+        };
+        match (method, path) {
+            (&Method::GET, "/healthz") => return json(StatusCode::OK, &serde_json::json!({ "status": "ok" })),
+            (&Method::GET, "/metrics") => {
+                return full(StatusCode::OK, "text/plain; version=0.0.4", self.metrics.render());
+            }
+            _ => {}
+        }
+        match endpoints.iter().find(|e| e.serves(method, path)) {
+            Some(endpoint) => endpoint.clone().serve(request).await,
+            None => error(StatusCode::NOT_FOUND, "ERR_NOT_FOUND", format!("no route for {method} {path}")),
+        }
+    }
+}
+
+/// Accepts connections until `shutdown` resolves; each connection is served
+/// on its own task.
+pub async fn serve(listener: TcpListener, router: Arc<Router>, shutdown: impl Future<Output = ()>) {
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    continue;
+                }
+            },
+        };
+        let router = router.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |mut request: Request| {
+                let router = router.clone();
+                request.extensions_mut().insert(peer);
+                async move { Ok::<_, Infallible>(router.route(request).await) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = connection.await {
+                tracing::debug!(%peer, "connection ended: {e}");
+            }
+        });
+    }
+}

@@ -1,0 +1,247 @@
+//! The end-to-end harness: real guests, a real `host-bridge up` process on a
+//! free port, and a real HTTP client.
+//!
+//! The guests are built once per test run with cargo for `wasm32-wasip2`.
+//! Each test writes its own `spin.toml` into a temporary directory, pointing
+//! at the built `.wasm` files, and starts its own host on it. The host is
+//! killed when the [`Host`] is dropped, so a failed test leaves nothing behind.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// Builds every guest once and returns the directory holding the `.wasm` files.
+pub fn guests() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = workspace();
+        let status = Command::new(env!("CARGO"))
+            .current_dir(&root)
+            .args(["build", "--release", "--target", "wasm32-wasip2"])
+            .args(["-p", "order-api", "-p", "order-processor", "-p", "dead-letter", "-p", "test-subscriber"])
+            .status()
+            .expect("cannot run cargo to build the guests");
+        assert!(status.success(), "building the guests failed");
+        root.join("target/wasm32-wasip2/release")
+    })
+}
+
+/// The path of a built guest, e.g. `wasm("order_api")`.
+pub fn wasm(name: &str) -> String {
+    guests().join(format!("{name}.wasm")).display().to_string()
+}
+
+/// A running `host-bridge up`.
+pub struct Host {
+    child: Child,
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    /// Everything the host printed, for failure messages.
+    output: mpsc::Receiver<String>,
+    log: Vec<String>,
+}
+
+impl Host {
+    /// Writes `manifest` to a fresh directory and starts the host on it,
+    /// waiting until it reports ready.
+    pub fn start(manifest: &str) -> Host {
+        Host::start_in(tempfile::tempdir().unwrap(), manifest)
+    }
+
+    /// Like [`Host::start`], in a directory the test has prepared.
+    pub fn start_in(dir: tempfile::TempDir, manifest: &str) -> Host {
+        let path = dir.path().join("spin.toml");
+        std::fs::write(&path, manifest).unwrap();
+        let port = free_port();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_host-bridge"))
+            .arg("up")
+            .arg("--manifest")
+            .arg(&path)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--cache-dir")
+            .arg(workspace().join("target/host-bridge-test-cache"))
+            .env("RUST_LOG", "info,host_bridge=debug")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start host-bridge");
+        let (tx, rx) = mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        let mut host = Host {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            dir,
+            output: rx,
+            log: Vec::new(),
+        };
+        host.wait_for_line("is ready on", Duration::from_secs(120));
+        host
+    }
+
+    /// Waits until the host prints a line containing `needle`.
+    pub fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self.log.iter().find(|l| l.contains(needle)) {
+                return line.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.output.recv_timeout(left) {
+                Ok(line) => self.log.push(line),
+                Err(_) => panic!(
+                    "host-bridge did not print {needle:?} within {timeout:?}; it printed:\n{}",
+                    self.drain_log()
+                ),
+            }
+        }
+    }
+
+    /// Everything the host printed so far.
+    pub fn drain_log(&mut self) -> String {
+        while let Ok(line) = self.output.try_recv() {
+            self.log.push(line);
+        }
+        self.log.join("\n")
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::blocking::Response {
+        client().get(format!("{}{path}", self.url)).send().unwrap()
+    }
+
+    pub fn post(&self, path: &str, content_type: &str, body: impl Into<reqwest::blocking::Body>) -> reqwest::blocking::Response {
+        client()
+            .post(format!("{}{path}", self.url))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .unwrap()
+    }
+
+    /// Publishes through the embedded broker's sidecar API; expects 204.
+    pub fn publish(&self, topic: &str, id: &str, content_type: &str, body: impl Into<reqwest::blocking::Body>) {
+        let response = self.post(
+            &format!("/v1.0/publish/pubsub/{topic}?metadata.cloudevent.id={id}"),
+            content_type,
+            body,
+        );
+        assert_eq!(response.status(), 204, "publish failed: {}", response.text().unwrap_or_default());
+    }
+
+    /// A value from the embedded state store, if set.
+    pub fn state(&self, key: &str) -> Option<String> {
+        let response = self.get(&format!("/v1.0/state/statestore/{key}"));
+        match response.status().as_u16() {
+            200 => Some(response.text().unwrap()),
+            204 => None,
+            other => panic!("state read of {key} answered {other}"),
+        }
+    }
+
+    /// Polls state `key` until `check` accepts it, or fails after `timeout`.
+    pub fn wait_for_state(&mut self, key: &str, timeout: Duration, check: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(value) = self.state(key) {
+                if check(&value) {
+                    return value;
+                }
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "state {key} = {:?} did not reach the expected value within {timeout:?}; host log:\n{}",
+                    self.state(key),
+                    self.drain_log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// The value of one line of `/metrics`, e.g. `host_bridge_deliveries_total{outcome="retry"}`.
+    pub fn metric(&self, series: &str) -> u64 {
+        let text = self.get("/metrics").text().unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("no metric {series} in:\n{text}"))
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn client() -> reqwest::blocking::Client {
+    static CLIENT: OnceLock<reqwest::blocking::Client> = OnceLock::new();
+    CLIENT
+        .get_or_init(|| reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().unwrap())
+        .clone()
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The example app's manifest (the repo's `spin.toml`), with sources pointed
+/// at the built guests and a fast retry policy.
+pub fn orders_manifest() -> String {
+    let text = std::fs::read_to_string(workspace().join("spin.toml")).unwrap();
+    let text = text.replace("source = \"target/wasm32-wasip2/release/", &format!("source = \"{}/", guests().display()));
+    text.replace("initial_backoff_ms = 200", "initial_backoff_ms = 20")
+}
+
+/// A manifest with the test subscriber on each of `topics`, retry policy
+/// `max_attempts` with a short backoff, and `tool` settings for it.
+pub fn test_subscriber_manifest(topics: &[&str], max_attempts: u32, tool: &str, extra: &str) -> String {
+    let mut text = format!(
+        r#"spin_manifest_version = 2
+[application]
+name = "tests"
+[application.trigger.pubsub]
+max_attempts = {max_attempts}
+initial_backoff_ms = 20
+max_backoff_ms = 100
+"#
+    );
+    for topic in topics {
+        text.push_str(&format!(
+            "[[trigger.pubsub]]\ncomponent = \"test-subscriber\"\npubsubname = \"pubsub\"\ntopic = \"{topic}\"\n"
+        ));
+    }
+    text.push_str(&format!(
+        "[component.test-subscriber]\nsource = \"{}\"\n{extra}\n[component.test-subscriber.tool.host-bridge]\n{tool}\n",
+        wasm("test_subscriber")
+    ));
+    text
+}

@@ -1,0 +1,167 @@
+//! End to end on the embedded broker: the example app and the delivery
+//! contract, against a real `host-bridge up` process.
+
+mod common;
+
+use common::{Host, orders_manifest, test_subscriber_manifest};
+use serde_json::Value;
+use std::time::Duration;
+
+const ORDER: &str = r#"{"orderId":"o-1","customer":"ada","items":[{"sku":"book","qty":2,"price":12.5}]}"#;
+
+#[test]
+fn an_order_is_accepted_processed_and_shown() {
+    let mut host = Host::start(&orders_manifest());
+    assert_eq!(host.get("/healthz").status(), 200);
+
+    let response = host.post("/orders", "application/json", ORDER);
+    assert_eq!(response.status(), 202);
+    let body: Value = response.json().unwrap();
+    assert_eq!(body["orderId"], "o-1");
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let order: Value = loop {
+        let response = host.get("/orders/o-1");
+        match response.status().as_u16() {
+            200 => break response.json().unwrap(),
+            404 => {}
+            other => panic!("GET /orders/o-1 answered {other}"),
+        }
+        assert!(std::time::Instant::now() < deadline, "order never processed:\n{}", host.drain_log());
+        std::thread::sleep(Duration::from_millis(25));
+    };
+    assert_eq!(order["status"], "processed");
+    assert_eq!(order["total"], 25.0);
+    assert_eq!(order["customer"], "ada");
+    // The processor is granted the clock, so the time is real, not the epoch.
+    let processed_at = order["processedAt"].as_str().unwrap();
+    assert!(processed_at.starts_with("20") && !processed_at.starts_with("1970"), "{processed_at}");
+    assert_eq!(host.get("/orders/o-unknown").status(), 404);
+    assert_eq!(host.metric("host_bridge_deliveries_total{outcome=\"success\"}"), 1);
+}
+
+#[test]
+fn an_invalid_order_is_refused_and_nothing_is_published() {
+    let host = Host::start(&orders_manifest());
+    let cases = [
+        (r#"{"orderId":"o-2","customer":"ada","items":[]}"#, "items"),
+        (r#"{"orderId":"o-2","customer":"ada","items":[{"sku":"book","qty":0,"price":1}]}"#, "items[0].qty"),
+        (r#"{"orderId":"o-2","items":[]}"#, "customer"),
+        ("not json", "not a valid order"),
+    ];
+    for (body, field) in cases {
+        let response = host.post("/orders", "application/json", body);
+        assert_eq!(response.status(), 400, "{body}");
+        let error: Value = response.json().unwrap();
+        let message = error["error"].as_str().unwrap();
+        assert!(message.contains(field), "{message:?} should name {field}");
+    }
+    assert_eq!(host.metric("host_bridge_messages_published_total"), 0);
+    assert_eq!(host.get("/orders/o-2").status(), 404);
+}
+
+#[test]
+fn a_malformed_order_is_dropped_to_the_dead_letter_component() {
+    let mut host = Host::start(&orders_manifest());
+    host.publish("orders", "bad-1", "application/json", r#"{"orderId":"bad 1","sku":"?"}"#);
+    let record = host.wait_for_state("deadletter-bad-1", Duration::from_secs(20), |_| true);
+    let record: Value = serde_json::from_str(&record).unwrap();
+    assert_eq!(record["id"], "bad-1");
+    assert_eq!(record["data"], r#"{"orderId":"bad 1","sku":"?"}"#);
+    assert_eq!(host.metric("host_bridge_deliveries_total{outcome=\"drop\"}"), 1);
+    assert_eq!(host.metric("host_bridge_messages_dead_lettered_total"), 1);
+    // DROP is final: the processor saw it once.
+    assert_eq!(host.metric("host_bridge_deliveries_total{outcome=\"retry\"}"), 0);
+}
+
+#[test]
+fn a_guest_answering_retry_twice_is_delivered_three_times() {
+    let mut host = Host::start(&test_subscriber_manifest(&["flaky"], 5, "", ""));
+    host.publish("flaky", "f-1", "text/plain", "hello");
+    host.wait_for_state("attempts-f-1", Duration::from_secs(20), |v| v == "3");
+    // Wait out several backoffs: a fourth delivery would show by now.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(host.state("attempts-f-1").as_deref(), Some("3"));
+    assert_eq!(host.metric("host_bridge_deliveries_total{outcome=\"retry\"}"), 2);
+    assert_eq!(host.metric("host_bridge_deliveries_total{outcome=\"success\"}"), 1);
+}
+
+#[test]
+fn traps_panics_loops_and_oom_are_retried_and_the_host_keeps_serving() {
+    let manifest = test_subscriber_manifest(
+        &["trap", "panic", "loop", "oom", "record"],
+        3,
+        "timeout_ms = 300\nmax_memory_mb = 16",
+        "",
+    );
+    let mut host = Host::start(&manifest);
+    for topic in ["trap", "panic", "loop", "oom"] {
+        host.publish(topic, &format!("{topic}-1"), "text/plain", "boom");
+    }
+    for topic in ["trap", "panic", "loop", "oom"] {
+        // The guest counts each delivery before it crashes: all three happen.
+        host.wait_for_state(&format!("attempts-{topic}-1"), Duration::from_secs(30), |v| v == "3");
+    }
+    // No dead-letter topic: each is given up on and counted, not lost silently.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while host.metric("host_bridge_messages_discarded_total{reason=\"max_attempts\"}") < 4 {
+        assert!(std::time::Instant::now() < deadline, "{}", host.drain_log());
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert_eq!(host.metric("host_bridge_deliveries_total{outcome=\"retry\"}"), 12);
+    assert!(host.is_running());
+    assert_eq!(host.get("/healthz").status(), 200);
+    host.publish("record", "after-1", "text/plain", "still here");
+    let record = host.wait_for_state("received-after-1", Duration::from_secs(10), |_| true);
+    assert!(record.contains("7374696c6c2068657265"), "{record}"); // "still here" in hex
+    let log = host.drain_log();
+    for needle in ["unreachable", "panicked", "interrupt", "counts as RETRY"] {
+        assert!(log.contains(needle), "the log should mention {needle:?}:\n{log}");
+    }
+}
+
+#[test]
+fn every_subscription_on_a_topic_gets_every_message() {
+    let manifest = format!(
+        "{}\n[[trigger.pubsub]]\ncomponent = \"second\"\npubsubname = \"pubsub\"\ntopic = \"record\"\nroute = \"/second\"\n[component.second]\nsource = \"{}\"\n",
+        test_subscriber_manifest(&["record"], 3, "", ""),
+        common::wasm("test_subscriber")
+    );
+    let mut host = Host::start(&manifest);
+    host.publish("record", "fan-1", "text/plain", "x");
+    // Both subscribers run the same guest, which counts deliveries per event id.
+    host.wait_for_state("attempts-fan-1", Duration::from_secs(10), |v| v == "2");
+    assert_eq!(host.metric("host_bridge_deliveries_total{outcome=\"success\"}"), 2);
+}
+
+#[test]
+fn a_guest_sees_only_what_its_manifest_grants() {
+    // No grants: no environment, no files, a clock stuck at zero.
+    let mut host = Host::start(&test_subscriber_manifest(&["probe"], 1, "", ""));
+    host.publish("probe", "p-1", "text/plain", "");
+    let seen: Value = serde_json::from_str(&host.wait_for_state("probe-p-1", Duration::from_secs(10), |_| true)).unwrap();
+    assert_eq!(seen["env"], serde_json::json!([]), "{seen}");
+    assert_eq!(seen["root"], Value::Null, "{seen}");
+    assert_eq!(seen["data"], Value::Null, "{seen}");
+    assert_eq!(seen["wall_clock_secs"], 0, "{seen}");
+    drop(host);
+
+    // Grants: one variable, one read-only directory, the clock.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    std::fs::write(dir.path().join("data/hello.txt"), "hi from the host").unwrap();
+    let manifest = test_subscriber_manifest(
+        &["probe"],
+        1,
+        "clock = true",
+        "environment = { GREETING = \"hello\" }\nfiles = [{ source = \"data\", destination = \"/data\" }]",
+    );
+    let mut host = Host::start_in(dir, &manifest);
+    host.publish("probe", "p-2", "text/plain", "");
+    let seen: Value = serde_json::from_str(&host.wait_for_state("probe-p-2", Duration::from_secs(10), |_| true)).unwrap();
+    assert_eq!(seen["env"], serde_json::json!([["GREETING", "hello"]]), "{seen}");
+    assert_eq!(seen["data"], serde_json::json!(["hello.txt"]), "{seen}");
+    assert_eq!(seen["hello"], "hi from the host", "{seen}");
+    assert_eq!(seen["write_denied"], true, "{seen}");
+    assert!(seen["wall_clock_secs"].as_u64().unwrap() > 1_700_000_000, "{seen}");
+}
