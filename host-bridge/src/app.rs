@@ -87,23 +87,36 @@ pub async fn up(options: UpOptions, shutdown: impl Future<Output = ()>) -> anyho
     print_summary(&manifest, address, broker.as_ref(), &http);
 
     shutdown.await;
-    eprintln!("host-bridge: shutting down; waiting up to {:?} for deliveries in flight", options.shutdown_grace);
+    eprintln!(
+        "host-bridge: shutting down; waiting up to {:?} for deliveries in flight",
+        options.shutdown_grace
+    );
     let _ = stop_tx.send(());
     let _ = server.await;
     let left = broker.shutdown(options.shutdown_grace).await;
     if left > 0 {
-        eprintln!("host-bridge: {left} message(s) were still being delivered and are lost with the in-memory broker");
+        eprintln!(
+            "host-bridge: {left} message(s) were still being delivered and are lost with the in-memory broker"
+        );
     }
     Ok(())
 }
 
 /// Compiles every component a trigger uses, one progress line each.
-async fn compile(engine: &Arc<Engine>, manifest: &Manifest) -> anyhow::Result<HashMap<String, LoadedComponent>> {
+async fn compile(
+    engine: &Arc<Engine>,
+    manifest: &Manifest,
+) -> anyhow::Result<HashMap<String, LoadedComponent>> {
     let used: BTreeSet<&str> = manifest
         .http_triggers
         .iter()
         .map(|t| t.component.as_str())
-        .chain(manifest.pubsub_triggers.iter().map(|t| t.component.as_str()))
+        .chain(
+            manifest
+                .pubsub_triggers
+                .iter()
+                .map(|t| t.component.as_str()),
+        )
         .collect();
     for id in manifest.components.keys() {
         if !used.contains(id.as_str()) {
@@ -114,7 +127,9 @@ async fn compile(engine: &Arc<Engine>, manifest: &Manifest) -> anyhow::Result<Ha
     let mut loaded = HashMap::new();
     for (n, id) in used.iter().enumerate() {
         let component = manifest.components[*id].clone();
-        let size = std::fs::metadata(&component.source).map(|m| m.len()).unwrap_or(0);
+        let size = std::fs::metadata(&component.source)
+            .map(|m| m.len())
+            .unwrap_or(0);
         eprintln!(
             "host-bridge: [{}/{}] compiling `{id}` ({} KiB)",
             n + 1,
@@ -131,7 +146,11 @@ async fn compile(engine: &Arc<Engine>, manifest: &Manifest) -> anyhow::Result<Ha
         );
         loaded.insert((*id).to_owned(), component);
     }
-    eprintln!("host-bridge: {} component(s) compiled in {:.2?}", loaded.len(), started.elapsed());
+    eprintln!(
+        "host-bridge: {} component(s) compiled in {:.2?}",
+        loaded.len(),
+        started.elapsed()
+    );
     Ok(loaded)
 }
 
@@ -145,7 +164,10 @@ fn print_summary(
     println!(
         "host-bridge: app `{}`{} is ready on http://{address}",
         app.name,
-        app.version.as_deref().map(|v| format!(" {v}")).unwrap_or_default()
+        app.version
+            .as_deref()
+            .map(|v| format!(" {v}"))
+            .unwrap_or_default()
     );
     println!("  broker: {}", broker.name());
     println!("  HTTP routes:");
@@ -163,7 +185,12 @@ fn print_summary(
             .as_deref()
             .map(|d| format!(" (dead letters to {d})"))
             .unwrap_or_default();
-        println!("    {}/{:<18} -> {}{dead_letter}", t.pubsubname, t.topic, t.component);
+        println!(
+            "    {}/{:<18} -> {}{dead_letter}",
+            t.pubsubname, t.topic, t.component
+        );
     }
-    println!("  host endpoints: /healthz /metrics /v1.0/publish/{{pubsubname}}/{{topic}} /v1.0/state/{{store}}/{{key}}");
+    println!(
+        "  host endpoints: /healthz /metrics /v1.0/publish/{{pubsubname}}/{{topic}} /v1.0/state/{{store}}/{{key}}"
+    );
 }

@@ -19,7 +19,12 @@ pub fn run(manifest: &Manifest, only: &[String]) -> anyhow::Result<()> {
             bail!(
                 "there is no component `{id}` in {}; components: {}",
                 manifest.path.display(),
-                manifest.components.keys().cloned().collect::<Vec<_>>().join(", ")
+                manifest
+                    .components
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
     }
@@ -42,7 +47,12 @@ pub fn run(manifest: &Manifest, only: &[String]) -> anyhow::Result<()> {
             .arg(&build.command)
             .current_dir(&build.workdir)
             .status()
-            .with_context(|| format!("component `{id}`: cannot run its build command in {}", build.workdir.display()))?;
+            .with_context(|| {
+                format!(
+                    "component `{id}`: cannot run its build command in {}",
+                    build.workdir.display()
+                )
+            })?;
         if !status.success() {
             bail!(
                 "component `{id}`: build command `{}` failed ({status}) in {}",
@@ -57,7 +67,11 @@ pub fn run(manifest: &Manifest, only: &[String]) -> anyhow::Result<()> {
                 manifest.path.display()
             );
         }
-        eprintln!("[{}/{total}] built `{id}` in {:.1?}", n + 1, started.elapsed());
+        eprintln!(
+            "[{}/{total}] built `{id}` in {:.1?}",
+            n + 1,
+            started.elapsed()
+        );
     }
     Ok(())
 }

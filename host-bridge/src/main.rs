@@ -30,7 +30,12 @@ enum Command {
     /// state lives in memory.
     Up {
         /// The app manifest.
-        #[arg(long, short = 'f', default_value = "spin.toml", env = "HOST_BRIDGE_MANIFEST")]
+        #[arg(
+            long,
+            short = 'f',
+            default_value = "spin.toml",
+            env = "HOST_BRIDGE_MANIFEST"
+        )]
         manifest: PathBuf,
         /// The address to serve on (under Dapr: the app port).
         #[arg(long, default_value = "127.0.0.1:3000", env = "HOST_BRIDGE_LISTEN")]
@@ -54,7 +59,12 @@ enum Command {
     /// Run each component's [component.NAME.build] command, like `spin build`.
     Build {
         /// The app manifest.
-        #[arg(long, short = 'f', default_value = "spin.toml", env = "HOST_BRIDGE_MANIFEST")]
+        #[arg(
+            long,
+            short = 'f',
+            default_value = "spin.toml",
+            env = "HOST_BRIDGE_MANIFEST"
+        )]
         manifest: PathBuf,
         /// Build only these components.
         components: Vec<String>,
@@ -64,8 +74,9 @@ enum Command {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn")),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn")
+            }),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -80,7 +91,10 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Build { manifest, components } => {
+        Command::Build {
+            manifest,
+            components,
+        } => {
             let manifest = Manifest::load(&manifest)?;
             host_bridge::build::run(&manifest, &components)
         }
@@ -93,7 +107,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             max_instances,
             shutdown_grace,
         } => {
-            let cache_dir = if no_cache { None } else { Some(cache_dir.unwrap_or_else(default_cache_dir)) };
+            let cache_dir = if no_cache {
+                None
+            } else {
+                Some(cache_dir.unwrap_or_else(default_cache_dir))
+            };
             let options = UpOptions {
                 manifest,
                 listen,
@@ -104,7 +122,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 },
                 shutdown_grace: Duration::from_secs(shutdown_grace),
             };
-            let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             runtime.block_on(app::up(options, shutdown_signal()))
         }
     }
@@ -123,13 +142,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

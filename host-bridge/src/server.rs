@@ -42,10 +42,16 @@ pub trait Endpoint: Send + Sync + 'static {
 
 /// A response with a fixed body.
 pub fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response {
-    let mut response = http::Response::new(Full::new(body.into()).map_err(|e: Infallible| match e {}).boxed_unsync());
+    let mut response = http::Response::new(
+        Full::new(body.into())
+            .map_err(|e: Infallible| match e {})
+            .boxed_unsync(),
+    );
     *response.status_mut() = status;
     if let Ok(value) = http::HeaderValue::from_str(content_type) {
-        response.headers_mut().insert(http::header::CONTENT_TYPE, value);
+        response
+            .headers_mut()
+            .insert(http::header::CONTENT_TYPE, value);
     }
     response
 }
@@ -57,7 +63,10 @@ pub fn json(status: StatusCode, value: &serde_json::Value) -> Response {
 
 /// A JSON error in the shape Dapr uses: `{"errorCode": ..., "message": ...}`.
 pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    json(status, &serde_json::json!({ "errorCode": code, "message": message.into() }))
+    json(
+        status,
+        &serde_json::json!({ "errorCode": code, "message": message.into() }),
+    )
 }
 
 /// Decides which endpoint answers a request.
@@ -85,20 +94,37 @@ impl Router {
         let method = request.method();
         let Some(endpoints) = self.endpoints.get() else {
             return match path {
-                "/healthz" => json(StatusCode::SERVICE_UNAVAILABLE, &serde_json::json!({ "status": "starting" })),
-                _ => error(StatusCode::SERVICE_UNAVAILABLE, "ERR_NOT_READY", "host-bridge is starting: components are still compiling"),
+                "/healthz" => json(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &serde_json::json!({ "status": "starting" }),
+                ),
+                _ => error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ERR_NOT_READY",
+                    "host-bridge is starting: components are still compiling",
+                ),
             };
         };
         match (method, path) {
-            (&Method::GET, "/healthz") => return json(StatusCode::OK, &serde_json::json!({ "status": "ok" })),
+            (&Method::GET, "/healthz") => {
+                return json(StatusCode::OK, &serde_json::json!({ "status": "ok" }));
+            }
             (&Method::GET, "/metrics") => {
-                return full(StatusCode::OK, "text/plain; version=0.0.4", self.metrics.render());
+                return full(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4",
+                    self.metrics.render(),
+                );
             }
             _ => {}
         }
         match endpoints.iter().find(|e| e.serves(method, path)) {
             Some(endpoint) => endpoint.clone().serve(request).await,
-            None => error(StatusCode::NOT_FOUND, "ERR_NOT_FOUND", format!("no route for {method} {path}")),
+            None => error(
+                StatusCode::NOT_FOUND,
+                "ERR_NOT_FOUND",
+                format!("no route for {method} {path}"),
+            ),
         }
     }
 }

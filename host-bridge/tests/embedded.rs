@@ -7,7 +7,8 @@ use common::{Host, orders_manifest, test_subscriber_manifest};
 use serde_json::Value;
 use std::time::Duration;
 
-const ORDER: &str = r#"{"orderId":"o-1","customer":"ada","items":[{"sku":"book","qty":2,"price":12.5}]}"#;
+const ORDER: &str =
+    r#"{"orderId":"o-1","customer":"ada","items":[{"sku":"book","qty":2,"price":12.5}]}"#;
 
 #[test]
 fn an_order_is_accepted_processed_and_shown() {
@@ -27,7 +28,11 @@ fn an_order_is_accepted_processed_and_shown() {
             404 => {}
             other => panic!("GET /orders/o-1 answered {other}"),
         }
-        assert!(std::time::Instant::now() < deadline, "order never processed:\n{}", host.drain_log());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "order never processed:\n{}",
+            host.drain_log()
+        );
         std::thread::sleep(Duration::from_millis(25));
     };
     assert_eq!(order["status"], "processed");
@@ -35,9 +40,15 @@ fn an_order_is_accepted_processed_and_shown() {
     assert_eq!(order["customer"], "ada");
     // The processor is granted the clock, so the time is real, not the epoch.
     let processed_at = order["processedAt"].as_str().unwrap();
-    assert!(processed_at.starts_with("20") && !processed_at.starts_with("1970"), "{processed_at}");
+    assert!(
+        processed_at.starts_with("20") && !processed_at.starts_with("1970"),
+        "{processed_at}"
+    );
     assert_eq!(host.get("/orders/o-unknown").status(), 404);
-    assert_eq!(host.metric("host_bridge_deliveries_total{outcome=\"success\"}"), 1);
+    assert_eq!(
+        host.metric("host_bridge_deliveries_total{outcome=\"success\"}"),
+        1
+    );
 }
 
 #[test]
@@ -45,7 +56,10 @@ fn an_invalid_order_is_refused_and_nothing_is_published() {
     let host = Host::start(&orders_manifest());
     let cases = [
         (r#"{"orderId":"o-2","customer":"ada","items":[]}"#, "items"),
-        (r#"{"orderId":"o-2","customer":"ada","items":[{"sku":"book","qty":0,"price":1}]}"#, "items[0].qty"),
+        (
+            r#"{"orderId":"o-2","customer":"ada","items":[{"sku":"book","qty":0,"price":1}]}"#,
+            "items[0].qty",
+        ),
         (r#"{"orderId":"o-2","items":[]}"#, "customer"),
         ("not json", "not a valid order"),
     ];
@@ -63,15 +77,26 @@ fn an_invalid_order_is_refused_and_nothing_is_published() {
 #[test]
 fn a_malformed_order_is_dropped_to_the_dead_letter_component() {
     let mut host = Host::start(&orders_manifest());
-    host.publish("orders", "bad-1", "application/json", r#"{"orderId":"bad 1","sku":"?"}"#);
+    host.publish(
+        "orders",
+        "bad-1",
+        "application/json",
+        r#"{"orderId":"bad 1","sku":"?"}"#,
+    );
     let record = host.wait_for_state("deadletter-bad-1", Duration::from_secs(20), |_| true);
     let record: Value = serde_json::from_str(&record).unwrap();
     assert_eq!(record["id"], "bad-1");
     assert_eq!(record["data"], r#"{"orderId":"bad 1","sku":"?"}"#);
-    assert_eq!(host.metric("host_bridge_deliveries_total{outcome=\"drop\"}"), 1);
+    assert_eq!(
+        host.metric("host_bridge_deliveries_total{outcome=\"drop\"}"),
+        1
+    );
     assert_eq!(host.metric("host_bridge_messages_dead_lettered_total"), 1);
     // DROP is final: the processor saw it once.
-    assert_eq!(host.metric("host_bridge_deliveries_total{outcome=\"retry\"}"), 0);
+    assert_eq!(
+        host.metric("host_bridge_deliveries_total{outcome=\"retry\"}"),
+        0
+    );
 }
 
 #[test]
@@ -82,8 +107,14 @@ fn a_guest_answering_retry_twice_is_delivered_three_times() {
     // Wait out several backoffs: a fourth delivery would show by now.
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(host.state("attempts-f-1").as_deref(), Some("3"));
-    assert_eq!(host.metric("host_bridge_deliveries_total{outcome=\"retry\"}"), 2);
-    assert_eq!(host.metric("host_bridge_deliveries_total{outcome=\"success\"}"), 1);
+    assert_eq!(
+        host.metric("host_bridge_deliveries_total{outcome=\"retry\"}"),
+        2
+    );
+    assert_eq!(
+        host.metric("host_bridge_deliveries_total{outcome=\"success\"}"),
+        1
+    );
 }
 
 #[test]
@@ -100,7 +131,11 @@ fn traps_panics_loops_and_oom_are_retried_and_the_host_keeps_serving() {
     }
     for topic in ["trap", "panic", "loop", "oom"] {
         // The guest counts each delivery before it crashes: all three happen.
-        host.wait_for_state(&format!("attempts-{topic}-1"), Duration::from_secs(30), |v| v == "3");
+        host.wait_for_state(
+            &format!("attempts-{topic}-1"),
+            Duration::from_secs(30),
+            |v| v == "3",
+        );
     }
     // No dead-letter topic: each is given up on and counted, not lost silently.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -108,7 +143,10 @@ fn traps_panics_loops_and_oom_are_retried_and_the_host_keeps_serving() {
         assert!(std::time::Instant::now() < deadline, "{}", host.drain_log());
         std::thread::sleep(Duration::from_millis(25));
     }
-    assert_eq!(host.metric("host_bridge_deliveries_total{outcome=\"retry\"}"), 12);
+    assert_eq!(
+        host.metric("host_bridge_deliveries_total{outcome=\"retry\"}"),
+        12
+    );
     assert!(host.is_running());
     assert_eq!(host.get("/healthz").status(), 200);
     host.publish("record", "after-1", "text/plain", "still here");
@@ -116,7 +154,10 @@ fn traps_panics_loops_and_oom_are_retried_and_the_host_keeps_serving() {
     assert!(record.contains("7374696c6c2068657265"), "{record}"); // "still here" in hex
     let log = host.drain_log();
     for needle in ["unreachable", "panicked", "interrupt", "counts as RETRY"] {
-        assert!(log.contains(needle), "the log should mention {needle:?}:\n{log}");
+        assert!(
+            log.contains(needle),
+            "the log should mention {needle:?}:\n{log}"
+        );
     }
 }
 
@@ -131,7 +172,10 @@ fn every_subscription_on_a_topic_gets_every_message() {
     host.publish("record", "fan-1", "text/plain", "x");
     // Both subscribers run the same guest, which counts deliveries per event id.
     host.wait_for_state("attempts-fan-1", Duration::from_secs(10), |v| v == "2");
-    assert_eq!(host.metric("host_bridge_deliveries_total{outcome=\"success\"}"), 2);
+    assert_eq!(
+        host.metric("host_bridge_deliveries_total{outcome=\"success\"}"),
+        2
+    );
 }
 
 #[test]
@@ -139,7 +183,9 @@ fn a_guest_sees_only_what_its_manifest_grants() {
     // No grants: no environment, no files, a clock stuck at zero.
     let mut host = Host::start(&test_subscriber_manifest(&["probe"], 1, "", ""));
     host.publish("probe", "p-1", "text/plain", "");
-    let seen: Value = serde_json::from_str(&host.wait_for_state("probe-p-1", Duration::from_secs(10), |_| true)).unwrap();
+    let seen: Value =
+        serde_json::from_str(&host.wait_for_state("probe-p-1", Duration::from_secs(10), |_| true))
+            .unwrap();
     assert_eq!(seen["env"], serde_json::json!([]), "{seen}");
     assert_eq!(seen["root"], Value::Null, "{seen}");
     assert_eq!(seen["data"], Value::Null, "{seen}");
@@ -158,10 +204,19 @@ fn a_guest_sees_only_what_its_manifest_grants() {
     );
     let mut host = Host::start_in(dir, &manifest);
     host.publish("probe", "p-2", "text/plain", "");
-    let seen: Value = serde_json::from_str(&host.wait_for_state("probe-p-2", Duration::from_secs(10), |_| true)).unwrap();
-    assert_eq!(seen["env"], serde_json::json!([["GREETING", "hello"]]), "{seen}");
+    let seen: Value =
+        serde_json::from_str(&host.wait_for_state("probe-p-2", Duration::from_secs(10), |_| true))
+            .unwrap();
+    assert_eq!(
+        seen["env"],
+        serde_json::json!([["GREETING", "hello"]]),
+        "{seen}"
+    );
     assert_eq!(seen["data"], serde_json::json!(["hello.txt"]), "{seen}");
     assert_eq!(seen["hello"], "hi from the host", "{seen}");
     assert_eq!(seen["write_denied"], true, "{seen}");
-    assert!(seen["wall_clock_secs"].as_u64().unwrap() > 1_700_000_000, "{seen}");
+    assert!(
+        seen["wall_clock_secs"].as_u64().unwrap() > 1_700_000_000,
+        "{seen}"
+    );
 }

@@ -25,7 +25,10 @@ async fn handle(req: Request) -> impl IntoResponse {
     match (method, path.strip_prefix("/orders")) {
         (Method::POST, Some("")) => match req.into_body().bytes().await {
             Ok(body) => place_order(&body),
-            Err(err) => json(StatusCode::BAD_REQUEST, error(&format!("cannot read the body: {err:?}"))),
+            Err(err) => json(
+                StatusCode::BAD_REQUEST,
+                error(&format!("cannot read the body: {err:?}")),
+            ),
         },
         (Method::GET, Some(rest)) if rest.starts_with('/') => get_order(&rest[1..]),
         (_, Some(rest)) if rest.is_empty() || rest.starts_with('/') => json(
@@ -73,7 +76,10 @@ fn place_order(body: &[u8]) -> http::Response<String> {
                 | PublishError::Forbidden(reason)
                 | PublishError::Broker(reason) => (StatusCode::INTERNAL_SERVER_ERROR, reason),
             };
-            json(status, error(&format!("the order was not published: {reason}")))
+            json(
+                status,
+                error(&format!("the order was not published: {reason}")),
+            )
         }
     }
 }
@@ -84,8 +90,14 @@ fn get_order(id: &str) -> http::Response<String> {
         return json(StatusCode::NOT_FOUND, error(&format!("no order {id:?}")));
     }
     match state::get(STATE_STORE, &state_key(id)) {
-        Ok(Some(record)) => json(StatusCode::OK, String::from_utf8_lossy(&record).into_owned()),
-        Ok(None) => json(StatusCode::NOT_FOUND, error(&format!("no processed order {id:?} yet"))),
+        Ok(Some(record)) => json(
+            StatusCode::OK,
+            String::from_utf8_lossy(&record).into_owned(),
+        ),
+        Ok(None) => json(
+            StatusCode::NOT_FOUND,
+            error(&format!("no processed order {id:?} yet")),
+        ),
         Err(err) => json(
             StatusCode::SERVICE_UNAVAILABLE,
             error(&format!("the state store failed: {err:?}")),

@@ -189,8 +189,16 @@ mod tests {
             order_id: "x".into(),
             customer: "c".into(),
             items: vec![
-                Item { sku: "a".into(), qty: 3, price: 0.1 },
-                Item { sku: "b".into(), qty: 1, price: 0.2 },
+                Item {
+                    sku: "a".into(),
+                    qty: 3,
+                    price: 0.1,
+                },
+                Item {
+                    sku: "b".into(),
+                    qty: 1,
+                    price: 0.2,
+                },
             ],
         };
         assert_eq!(order.total_cents(), 50);
@@ -203,16 +211,31 @@ mod tests {
             (r#"{"orderId":"a b","customer":"a","items":[]}"#, "orderId"),
             (r#"{"orderId":"a","customer":" ","items":[]}"#, "customer"),
             (r#"{"orderId":"a","customer":"c","items":[]}"#, "items"),
-            (r#"{"orderId":"a","customer":"c","items":[{"sku":"s","qty":0,"price":1}]}"#, "items[0].qty"),
-            (r#"{"orderId":"a","customer":"c","items":[{"sku":"s","qty":1,"price":-1}]}"#, "items[0].price"),
-            (r#"{"orderId":"a","customer":"c","items":[{"sku":"","qty":1,"price":1}]}"#, "items[0].sku"),
+            (
+                r#"{"orderId":"a","customer":"c","items":[{"sku":"s","qty":0,"price":1}]}"#,
+                "items[0].qty",
+            ),
+            (
+                r#"{"orderId":"a","customer":"c","items":[{"sku":"s","qty":1,"price":-1}]}"#,
+                "items[0].price",
+            ),
+            (
+                r#"{"orderId":"a","customer":"c","items":[{"sku":"","qty":1,"price":1}]}"#,
+                "items[0].sku",
+            ),
             (r#"{"orderId":"a","items":[]}"#, "customer"),
-            (r#"{"orderId":"a","customer":"c","items":[],"extra":1}"#, "extra"),
+            (
+                r#"{"orderId":"a","customer":"c","items":[],"extra":1}"#,
+                "extra",
+            ),
             ("not json", "not a valid order"),
         ];
         for (body, field) in cases {
             let err = Order::parse(body.as_bytes()).unwrap_err();
-            assert!(err.0.contains(field), "{body}: {err} should mention {field}");
+            assert!(
+                err.0.contains(field),
+                "{body}: {err} should mention {field}"
+            );
         }
     }
 

@@ -38,7 +38,11 @@ impl Guest for TestSubscriber {
         if topic.starts_with("record") {
             record(&event)
         } else if topic.starts_with("flaky") {
-            if attempt < 3 { Status::Retry } else { Status::Success }
+            if attempt < 3 {
+                Status::Retry
+            } else {
+                Status::Success
+            }
         } else if topic.starts_with("trap") {
             core::arch::wasm32::unreachable()
         } else if topic.starts_with("panic") {
@@ -95,7 +99,11 @@ fn record(event: &Event) -> Status {
         "metadata": event.metadata,
         "data_hex": hex,
     });
-    match state::save(STATE_STORE, &format!("received-{}", event.id), record.to_string().as_bytes()) {
+    match state::save(
+        STATE_STORE,
+        &format!("received-{}", event.id),
+        record.to_string().as_bytes(),
+    ) {
         Ok(()) => Status::Success,
         Err(_) => Status::Retry,
     }
@@ -107,9 +115,12 @@ fn record(event: &Event) -> Status {
 fn probe(event: &Event) -> Status {
     let env: Vec<(String, String)> = std::env::vars().collect();
     let list = |dir: &str| -> Option<Vec<String>> {
-        std::fs::read_dir(dir)
-            .ok()
-            .map(|entries| entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        std::fs::read_dir(dir).ok().map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
     };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -123,7 +134,11 @@ fn probe(event: &Event) -> Status {
         "write_denied": std::fs::write("/data/new.txt", b"x").is_err(),
         "wall_clock_secs": now,
     });
-    match state::save(STATE_STORE, &format!("probe-{}", event.id), record.to_string().as_bytes()) {
+    match state::save(
+        STATE_STORE,
+        &format!("probe-{}", event.id),
+        record.to_string().as_bytes(),
+    ) {
         Ok(()) => Status::Success,
         Err(_) => Status::Retry,
     }

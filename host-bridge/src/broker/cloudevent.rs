@@ -107,7 +107,12 @@ pub fn parse(json: &[u8]) -> Result<Event, String> {
             Some(raw) if raw.get() == "null" => Ok(None),
             Some(raw) => serde_json::from_str::<String>(raw.get())
                 .map(Some)
-                .map_err(|_| format!("CloudEvent attribute `{name}` must be a string, found {}", raw.get())),
+                .map_err(|_| {
+                    format!(
+                        "CloudEvent attribute `{name}` must be a string, found {}",
+                        raw.get()
+                    )
+                }),
         }
     };
     let id = take("id")?.ok_or("the CloudEvent has no `id`")?;
@@ -148,7 +153,8 @@ pub fn parse(json: &[u8]) -> Result<Event, String> {
     let metadata = fields
         .into_iter()
         .map(|(k, v)| {
-            let value = serde_json::from_str::<String>(v.get()).unwrap_or_else(|_| v.get().to_owned());
+            let value =
+                serde_json::from_str::<String>(v.get()).unwrap_or_else(|_| v.get().to_owned());
             (k, value)
         })
         .collect();
@@ -225,11 +231,14 @@ mod tests {
 
     #[test]
     fn string_data_is_its_contents_and_base64_is_decoded() {
-        let event = parse(br#"{"id":"1","datacontenttype":"text/plain","data":"h\u00e9llo\n"}"#).unwrap();
+        let event =
+            parse(br#"{"id":"1","datacontenttype":"text/plain","data":"h\u00e9llo\n"}"#).unwrap();
         assert_eq!(event.data, "héllo\n".as_bytes());
         let all: Vec<u8> = (0..=255).collect();
         let b64 = base64::engine::general_purpose::STANDARD.encode(&all);
-        let ce = format!(r#"{{"id":"1","datacontenttype":"application/octet-stream","data_base64":"{b64}"}}"#);
+        let ce = format!(
+            r#"{{"id":"1","datacontenttype":"application/octet-stream","data_base64":"{b64}"}}"#
+        );
         assert_eq!(parse(ce.as_bytes()).unwrap().data, all);
     }
 
@@ -237,7 +246,11 @@ mod tests {
     fn other_attributes_become_metadata() {
         let event = parse(br#"{"id":"1","expiration":"2030-01-01T00:00:00Z","n":5,"traceparent":"00-abc-def-01"}"#).unwrap();
         assert_eq!(event.traceparent.as_deref(), Some("00-abc-def-01"));
-        assert!(event.metadata.contains(&("expiration".into(), "2030-01-01T00:00:00Z".into())));
+        assert!(
+            event
+                .metadata
+                .contains(&("expiration".into(), "2030-01-01T00:00:00Z".into()))
+        );
         assert!(event.metadata.contains(&("n".into(), "5".into())));
     }
 
@@ -245,7 +258,11 @@ mod tests {
     fn rejects_what_is_not_a_cloudevent() {
         assert!(parse(b"[1]").unwrap_err().contains("JSON object"));
         assert!(parse(br#"{"source":"s"}"#).unwrap_err().contains("`id`"));
-        assert!(parse(br#"{"id":5}"#).unwrap_err().contains("`id` must be a string"));
+        assert!(
+            parse(br#"{"id":5}"#)
+                .unwrap_err()
+                .contains("`id` must be a string")
+        );
     }
 
     #[test]
@@ -254,19 +271,31 @@ mod tests {
         assert_eq!(event.datacontenttype, "text/plain");
         assert_eq!(event.type_, DAPR_EVENT_TYPE);
         assert_eq!(event.source, "app");
-        assert_eq!((event.topic.as_str(), event.pubsubname.as_str()), ("orders", "pubsub"));
+        assert_eq!(
+            (event.topic.as_str(), event.pubsubname.as_str()),
+            ("orders", "pubsub")
+        );
         assert_eq!(event.data, b"hi");
 
-        let mut m = message(br#"{"id":"given","source":"elsewhere","data":"x","datacontenttype":"text/plain"}"#, Some(CLOUDEVENTS_JSON));
+        let mut m = message(
+            br#"{"id":"given","source":"elsewhere","data":"x","datacontenttype":"text/plain"}"#,
+            Some(CLOUDEVENTS_JSON),
+        );
         m.metadata.cloudevent.subject = Some("subj".into());
         let event = from_message("app", "pubsub", "orders", m).unwrap();
-        assert_eq!((event.id.as_str(), event.source.as_str()), ("given", "elsewhere"));
+        assert_eq!(
+            (event.id.as_str(), event.source.as_str()),
+            ("given", "elsewhere")
+        );
         assert_eq!(event.topic, "orders");
         assert_eq!(event.subject.as_deref(), Some("subj"));
         assert_eq!(event.data, b"x");
 
         let bad = message(b"not json", Some(CLOUDEVENTS_JSON));
-        assert!(matches!(from_message("app", "p", "t", bad), Err(PublishError::InvalidMessage(_))));
+        assert!(matches!(
+            from_message("app", "p", "t", bad),
+            Err(PublishError::InvalidMessage(_))
+        ));
 
         let mut m = message(&[0, 255], Some("application/json"));
         m.metadata.raw_payload = true;

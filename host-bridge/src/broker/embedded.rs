@@ -81,12 +81,18 @@ impl Broker for EmbeddedBroker {
         "embedded"
     }
 
-    async fn publish(&self, pubsubname: &str, topic: &str, message: Message) -> Result<(), PublishError> {
+    async fn publish(
+        &self,
+        pubsubname: &str,
+        topic: &str,
+        message: Message,
+    ) -> Result<(), PublishError> {
         let ttl = message.metadata.ttl_seconds;
         let event = cloudevent::from_message(&self.inner.app_id, pubsubname, topic, message)?;
         let expires = ttl.map(|s| Instant::now() + Duration::from_secs(s.into()));
         Metrics::inc(&self.inner.metrics.published);
-        self.inner.route(pubsubname, topic, Envelope { event, expires });
+        self.inner
+            .route(pubsubname, topic, Envelope { event, expires });
         Ok(())
     }
 
@@ -94,7 +100,10 @@ impl Broker for EmbeddedBroker {
         let mut topics = self.inner.topics.write().unwrap_or_else(|e| e.into_inner());
         for subscription in subscriptions {
             let (tx, rx) = mpsc::unbounded_channel();
-            let key = (subscription.trigger.pubsubname.clone(), subscription.trigger.topic.clone());
+            let key = (
+                subscription.trigger.pubsubname.clone(),
+                subscription.trigger.topic.clone(),
+            );
             topics.entry(key).or_default().push(tx);
             tokio::spawn(run_subscription(
                 self.inner.clone(),
@@ -107,7 +116,11 @@ impl Broker for EmbeddedBroker {
 
     async fn shutdown(&self, grace: Duration) -> u64 {
         // Closing the queues ends each subscription's loop once it is empty.
-        self.inner.topics.write().unwrap_or_else(|e| e.into_inner()).clear();
+        self.inner
+            .topics
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         let deadline = tokio::time::Instant::now() + grace;
         loop {
             let idle = self.inner.idle.notified();
@@ -182,7 +195,12 @@ async fn run_subscription(
 /// Invariant: the message is acked (this function returns without sending it
 /// anywhere) only after the guest answered SUCCESS, or DROP with no
 /// dead-letter topic to send it to.
-async fn deliver(inner: &Inner, subscription: &Subscription, target: &dyn DeliveryTarget, envelope: Envelope) {
+async fn deliver(
+    inner: &Inner,
+    subscription: &Subscription,
+    target: &dyn DeliveryTarget,
+    envelope: Envelope,
+) {
     let trigger = &subscription.trigger;
     let id = envelope.event.id.clone();
     let mut attempt = 0;
@@ -193,7 +211,10 @@ async fn deliver(inner: &Inner, subscription: &Subscription, target: &dyn Delive
             return;
         }
         attempt += 1;
-        match target.deliver(subscription.index, envelope.event.clone()).await {
+        match target
+            .deliver(subscription.index, envelope.event.clone())
+            .await
+        {
             Status::Success => {
                 Metrics::inc(&inner.metrics.deliveries_success);
                 return;
@@ -231,14 +252,26 @@ enum GaveUp {
 /// Sends a message that will not be handled to the dead-letter topic. With
 /// none, a dropped message is simply acked, and one out of attempts is
 /// logged and counted as discarded.
-fn dead_letter(inner: &Inner, trigger: &crate::manifest::PubsubTrigger, envelope: Envelope, why: GaveUp) {
+fn dead_letter(
+    inner: &Inner,
+    trigger: &crate::manifest::PubsubTrigger,
+    envelope: Envelope,
+    why: GaveUp,
+) {
     match &trigger.dead_letter_topic {
         Some(dlt) => {
             tracing::info!(topic = %trigger.topic, dead_letter_topic = %dlt, id = %envelope.event.id, ?why, "sent to the dead-letter topic");
             Metrics::inc(&inner.metrics.dead_lettered);
             // The event goes on unchanged, so the dead-letter handler sees
             // the original id, topic and payload.
-            inner.route(&trigger.pubsubname, dlt, Envelope { expires: None, ..envelope });
+            inner.route(
+                &trigger.pubsubname,
+                dlt,
+                Envelope {
+                    expires: None,
+                    ..envelope
+                },
+            );
         }
         None if why == GaveUp::Dropped => {}
         None => {
@@ -257,7 +290,9 @@ pub struct MemoryStateStore {
 
 fn check_key(key: &str) -> Result<(), StateError> {
     if key.is_empty() {
-        Err(StateError::InvalidRequest("the key must not be empty".into()))
+        Err(StateError::InvalidRequest(
+            "the key must not be empty".into(),
+        ))
     } else {
         Ok(())
     }
@@ -274,7 +309,10 @@ impl StateStore for MemoryStateStore {
     async fn save(&self, store: &str, key: &str, value: Vec<u8>) -> Result<(), StateError> {
         check_key(key)?;
         let mut stores = self.stores.lock().unwrap_or_else(|e| e.into_inner());
-        stores.entry(store.to_owned()).or_default().insert(key.to_owned(), value);
+        stores
+            .entry(store.to_owned())
+            .or_default()
+            .insert(key.to_owned(), value);
         Ok(())
     }
 

@@ -10,12 +10,14 @@
 
 pub mod cloudevent;
 pub mod embedded;
-pub mod sidecar_api;
 mod metrics;
+pub mod sidecar_api;
 
 pub use metrics::Metrics;
 
-use crate::host::bindings::{BulkEntry, Event, FailedEntry, Message, PublishError, StateError, Status};
+use crate::host::bindings::{
+    BulkEntry, Event, FailedEntry, Message, PublishError, StateError, Status,
+};
 use crate::manifest::PubsubTrigger;
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -36,7 +38,12 @@ pub trait Broker: Send + Sync + 'static {
     fn name(&self) -> &'static str;
 
     /// Publishes one message. Returns once the broker holds the message.
-    async fn publish(&self, pubsubname: &str, topic: &str, message: Message) -> Result<(), PublishError>;
+    async fn publish(
+        &self,
+        pubsubname: &str,
+        topic: &str,
+        message: Message,
+    ) -> Result<(), PublishError>;
 
     /// Publishes many messages to one topic and reports those that failed.
     /// The default publishes them one by one.
@@ -55,7 +62,11 @@ pub trait Broker: Send + Sync + 'static {
                 });
             }
         }
-        if failed.is_empty() { Ok(()) } else { Err(failed) }
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(failed)
+        }
     }
 
     /// Starts delivering messages for `subscriptions` to `target`.

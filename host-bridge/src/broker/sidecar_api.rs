@@ -22,7 +22,11 @@ use http_body_util::BodyExt;
 use std::sync::Arc;
 
 /// Reads a publish's options from its query string.
-pub fn message_from_query(query: &str, content_type: Option<String>, data: Vec<u8>) -> Result<Message, String> {
+pub fn message_from_query(
+    query: &str,
+    content_type: Option<String>,
+    data: Vec<u8>,
+) -> Result<Message, String> {
     let mut metadata = MessageMetadata {
         ttl_seconds: None,
         raw_payload: false,
@@ -45,13 +49,15 @@ pub fn message_from_query(query: &str, content_type: Option<String>, data: Vec<u
         match key {
             "ttlInSeconds" => {
                 metadata.ttl_seconds = Some(value.parse().map_err(|_| {
-                    format!("metadata.ttlInSeconds must be a whole number of seconds, got {value:?}")
+                    format!(
+                        "metadata.ttlInSeconds must be a whole number of seconds, got {value:?}"
+                    )
                 })?);
             }
             "rawPayload" => {
-                metadata.raw_payload = value
-                    .parse()
-                    .map_err(|_| format!("metadata.rawPayload must be true or false, got {value:?}"))?;
+                metadata.raw_payload = value.parse().map_err(|_| {
+                    format!("metadata.rawPayload must be true or false, got {value:?}")
+                })?;
             }
             "cloudevent.id" => o.id = Some(value),
             "cloudevent.source" => o.source = Some(value),
@@ -96,11 +102,19 @@ impl Endpoint for SidecarApi {
             return match self.state_store.get(store, key).await {
                 Ok(Some(value)) => server::full(StatusCode::OK, "application/octet-stream", value),
                 Ok(None) => server::full(StatusCode::NO_CONTENT, "text/plain", ""),
-                Err(e) => server::error(StatusCode::INTERNAL_SERVER_ERROR, "ERR_STATE_GET", format!("{e:?}")),
+                Err(e) => server::error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "ERR_STATE_GET",
+                    format!("{e:?}"),
+                ),
             };
         }
         let Some((pubsubname, topic)) = two_names(&path, "/v1.0/publish/") else {
-            return server::error(StatusCode::NOT_FOUND, "ERR_NOT_FOUND", format!("no route for {path}"));
+            return server::error(
+                StatusCode::NOT_FOUND,
+                "ERR_NOT_FOUND",
+                format!("no route for {path}"),
+            );
         };
         let (pubsubname, topic) = (pubsubname.to_owned(), topic.to_owned());
         let content_type = request
@@ -110,7 +124,13 @@ impl Endpoint for SidecarApi {
             .map(str::to_owned);
         let data = match request.into_body().collect().await {
             Ok(body) => body.to_bytes().to_vec(),
-            Err(e) => return server::error(StatusCode::BAD_REQUEST, "ERR_BODY", format!("cannot read the body: {e}")),
+            Err(e) => {
+                return server::error(
+                    StatusCode::BAD_REQUEST,
+                    "ERR_BODY",
+                    format!("cannot read the body: {e}"),
+                );
+            }
         };
         let message = match message_from_query(&query, content_type, data) {
             Ok(message) => message,
@@ -127,10 +147,18 @@ impl Endpoint for SidecarApi {
 fn publish_error_response(e: &PublishError) -> Response {
     let (status, code, message) = match e {
         PublishError::UnknownPubsub(m) => (StatusCode::NOT_FOUND, "ERR_PUBSUB_NOT_FOUND", m),
-        PublishError::InvalidMessage(m) => (StatusCode::BAD_REQUEST, "ERR_PUBSUB_CLOUD_EVENTS_SER", m),
+        PublishError::InvalidMessage(m) => {
+            (StatusCode::BAD_REQUEST, "ERR_PUBSUB_CLOUD_EVENTS_SER", m)
+        }
         PublishError::Forbidden(m) => (StatusCode::FORBIDDEN, "ERR_PUBSUB_FORBIDDEN", m),
-        PublishError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, "ERR_PUBSUB_NOT_READY", m),
-        PublishError::Broker(m) => (StatusCode::INTERNAL_SERVER_ERROR, "ERR_PUBSUB_PUBLISH_MESSAGE", m),
+        PublishError::Unavailable(m) => {
+            (StatusCode::SERVICE_UNAVAILABLE, "ERR_PUBSUB_NOT_READY", m)
+        }
+        PublishError::Broker(m) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "ERR_PUBSUB_PUBLISH_MESSAGE",
+            m,
+        ),
     };
     server::error(status, code, message.clone())
 }
@@ -147,7 +175,10 @@ mod tests {
         assert!(m.metadata.raw_payload);
         assert_eq!(m.metadata.cloudevent.id.as_deref(), Some("abc"));
         assert_eq!(m.metadata.cloudevent.type_.as_deref(), Some("t/x"));
-        assert_eq!(m.metadata.extra, vec![("partitionKey".to_owned(), "k".to_owned())]);
+        assert_eq!(
+            m.metadata.extra,
+            vec![("partitionKey".to_owned(), "k".to_owned())]
+        );
     }
 
     #[test]
@@ -160,8 +191,14 @@ mod tests {
 
     #[test]
     fn splits_the_two_names() {
-        assert_eq!(two_names("/v1.0/publish/pubsub/orders", "/v1.0/publish/"), Some(("pubsub", "orders")));
+        assert_eq!(
+            two_names("/v1.0/publish/pubsub/orders", "/v1.0/publish/"),
+            Some(("pubsub", "orders"))
+        );
         assert_eq!(two_names("/v1.0/publish/pubsub/", "/v1.0/publish/"), None);
-        assert_eq!(two_names("/v1.0/publish/pubsub/a/b", "/v1.0/publish/"), None);
+        assert_eq!(
+            two_names("/v1.0/publish/pubsub/a/b", "/v1.0/publish/"),
+            None
+        );
     }
 }

@@ -25,13 +25,16 @@ pub use state::{HostState, TraceContext};
 use crate::broker::Capabilities;
 use crate::host::bindings::SubscriberComponentPre;
 use crate::manifest;
-use wasmtime::error::Context as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Cache, CacheConfig, Config, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder};
+use wasmtime::error::Context as _;
+use wasmtime::{
+    Cache, CacheConfig, Config, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
+    StoreLimitsBuilder,
+};
 use wasmtime_wasi_http::WasiHttpCtx;
 use wasmtime_wasi_http::handler::ProxyPre;
 
@@ -101,7 +104,8 @@ impl Engine {
         crate::host::add_to_linker(&mut linker)?;
 
         Ok(Engine {
-            _ticker: EpochTicker::start(engine.clone()),
+            _ticker: EpochTicker::start(engine.clone())
+                .context("cannot start the epoch ticker thread")?,
             engine,
             linker,
             capabilities,
@@ -130,9 +134,13 @@ impl Engine {
         })?;
         let exports_any = |prefix: &str| exports.iter().any(|e| e.starts_with(prefix));
         let http = if exports_any("wasi:http/handler@0.3") {
-            Some(ProxyPre::P3(wasmtime_wasi_http::p3::bindings::ServicePre::new(pre.clone())?))
+            Some(ProxyPre::P3(
+                wasmtime_wasi_http::p3::bindings::ServicePre::new(pre.clone())?,
+            ))
         } else if exports_any("wasi:http/incoming-handler@0.2") {
-            Some(ProxyPre::P2(wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre.clone())?))
+            Some(ProxyPre::P2(
+                wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre.clone())?,
+            ))
         } else {
             None
         };
@@ -154,7 +162,11 @@ impl Engine {
     }
 
     /// A fresh store for one call into a component, sandboxed and bounded.
-    pub fn store(&self, sandbox: &Arc<Sandbox>, trace: Option<TraceContext>) -> wasmtime::Result<Store<HostState>> {
+    pub fn store(
+        &self,
+        sandbox: &Arc<Sandbox>,
+        trace: Option<TraceContext>,
+    ) -> wasmtime::Result<Store<HostState>> {
         let limits = sandbox.limits;
         let state = HostState {
             component: sandbox.component.clone(),
@@ -192,7 +204,7 @@ struct EpochTicker {
 }
 
 impl EpochTicker {
-    fn start(engine: wasmtime::Engine) -> EpochTicker {
+    fn start(engine: wasmtime::Engine) -> std::io::Result<EpochTicker> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         std::thread::Builder::new()
@@ -202,9 +214,8 @@ impl EpochTicker {
                     std::thread::sleep(EPOCH_TICK);
                     engine.increment_epoch();
                 }
-            })
-            .expect("cannot spawn the epoch ticker thread");
-        EpochTicker { stop }
+            })?;
+        Ok(EpochTicker { stop })
     }
 }
 

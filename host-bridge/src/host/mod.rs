@@ -20,8 +20,8 @@ pub mod bindings {
     });
 
     pub use hostbridge::pubsub::types::{
-        BulkEntry, CloudeventOverrides, Event, FailedEntry, Message, MessageMetadata,
-        PublishError, StateError, Status,
+        BulkEntry, CloudeventOverrides, Event, FailedEntry, Message, MessageMetadata, PublishError,
+        StateError, Status,
     };
 }
 

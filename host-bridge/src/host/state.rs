@@ -22,7 +22,11 @@ impl Host for HostState {
         Ok(self.state_store.save(&store, &key, value).await)
     }
 
-    async fn delete(&mut self, store: String, key: String) -> wasmtime::Result<Result<(), StateError>> {
+    async fn delete(
+        &mut self,
+        store: String,
+        key: String,
+    ) -> wasmtime::Result<Result<(), StateError>> {
         Ok(self.state_store.delete(&store, &key).await)
     }
 }

@@ -338,7 +338,13 @@ impl Manifest {
         })?;
         let dir = path
             .parent()
-            .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+            .map(|p| {
+                if p.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    p
+                }
+            })
             .unwrap_or(Path::new("."))
             .to_path_buf();
         let mut problems = Problems::default();
@@ -471,20 +477,26 @@ impl Manifest {
                     ));
                 }
             }
-            if let Some(bulk) = &t.bulk_subscribe {
-                if bulk.max_messages_count == 0 {
-                    problems.push(format!("{here} bulk_subscribe.max_messages_count: must be at least 1"));
-                }
+            if t.bulk_subscribe.is_some_and(|b| b.max_messages_count == 0) {
+                problems.push(format!(
+                    "{here} bulk_subscribe.max_messages_count: must be at least 1"
+                ));
             }
             let route = t
                 .route
                 .unwrap_or_else(|| format!("/dapr/pubsub/{}/{}", t.pubsubname, t.topic));
             match Route::parse(&route) {
-                Ok(parsed) if parsed.is_wildcard() || route.contains(':') => problems.push(format!(
-                    "{here} route: {route:?} must be a plain path, without parameters or '...'"
-                )),
-                Ok(_) if route == "/healthz" || route == "/metrics" || route.starts_with("/v1.0") => {
-                    problems.push(format!("{here} route: {route:?} is served by host-bridge itself"))
+                Ok(parsed) if parsed.is_wildcard() || route.contains(':') => {
+                    problems.push(format!(
+                        "{here} route: {route:?} must be a plain path, without parameters or '...'"
+                    ))
+                }
+                Ok(_)
+                    if route == "/healthz" || route == "/metrics" || route.starts_with("/v1.0") =>
+                {
+                    problems.push(format!(
+                        "{here} route: {route:?} is served by host-bridge itself"
+                    ))
                 }
                 Ok(_) if !seen_delivery_routes.insert(route.clone()) => problems.push(format!(
                     "{here} route: {route:?} is already the route of another subscription"
@@ -503,7 +515,10 @@ impl Manifest {
             });
         }
         if http_triggers.is_empty() && pubsub_triggers.is_empty() && problems.0.is_empty() {
-            problems.push("the manifest has no [[trigger.http]] and no [[trigger.pubsub]]: nothing would run".into());
+            problems.push(
+                "the manifest has no [[trigger.http]] and no [[trigger.pubsub]]: nothing would run"
+                    .into(),
+            );
         }
 
         Manifest {
@@ -530,12 +545,12 @@ fn validate_application(raw: RawApplication, problems: &mut Problems) -> Applica
             raw.name
         ));
     }
-    if let Some(base) = raw.trigger.http.and_then(|h| h.base) {
-        if base != "/" {
-            problems.push(format!(
-                "[application.trigger.http] base: host-bridge serves routes from \"/\" only, found {base:?}"
-            ));
-        }
+    if let Some(base) = raw.trigger.http.and_then(|h| h.base)
+        && base != "/"
+    {
+        problems.push(format!(
+            "[application.trigger.http] base: host-bridge serves routes from \"/\" only, found {base:?}"
+        ));
     }
     let mut delivery = DeliveryPolicy::default();
     if let Some(p) = raw.trigger.pubsub {
@@ -581,7 +596,10 @@ fn validate_component(
     let _ = raw.description;
     let source = dir.join(&raw.source);
     if !raw.source.ends_with(".wasm") {
-        problems.push(format!("{here} source: {:?} must be a path to a .wasm file", raw.source));
+        problems.push(format!(
+            "{here} source: {:?} must be a path to a .wasm file",
+            raw.source
+        ));
     }
     let build = raw.build.map(|b| {
         let _ = b.watch;
@@ -601,7 +619,8 @@ fn validate_component(
     for mount in raw.files {
         let (source, destination) = match mount {
             RawFileMount::Directory(path) => {
-                let destination = format!("/{}", path.trim_start_matches("./").trim_start_matches('/'));
+                let destination =
+                    format!("/{}", path.trim_start_matches("./").trim_start_matches('/'));
                 (path, destination)
             }
             RawFileMount::Mapping {
@@ -622,7 +641,9 @@ fn validate_component(
                 host_path.display()
             ));
         } else if !destination.starts_with('/') {
-            problems.push(format!("{here} files: destination {destination:?} must be an absolute path"));
+            problems.push(format!(
+                "{here} files: destination {destination:?} must be an absolute path"
+            ));
         } else {
             files.push(FileMount {
                 source: host_path,
@@ -640,7 +661,9 @@ fn validate_component(
             Ok(t) => {
                 if let Some(ms) = t.timeout_ms {
                     if ms == 0 {
-                        problems.push(format!("{here}.tool.{TOOL_NAME} timeout_ms: must be at least 1"));
+                        problems.push(format!(
+                            "{here}.tool.{TOOL_NAME} timeout_ms: must be at least 1"
+                        ));
                     }
                     sandbox.timeout = Duration::from_millis(ms);
                 }
@@ -682,13 +705,18 @@ impl Problems {
 fn is_component_id(id: &str) -> bool {
     !id.is_empty()
         && id.split('-').all(|word| {
-            !word.is_empty() && word.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+            !word.is_empty()
+                && word
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
         })
 }
 
 /// A Dapr-safe name for a pub/sub component, topic or app.
 fn is_name(s: &str) -> bool {
-    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
 /// The `[table]` or `[[array]]` header, as written, that encloses byte `offset` of `text`,
@@ -702,7 +730,11 @@ fn enclosing_table(text: &str, offset: usize) -> Option<String> {
 
 impl fmt::Display for PubsubTrigger {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{} -> {}", self.pubsubname, self.topic, self.component)
+        write!(
+            f,
+            "{}/{} -> {}",
+            self.pubsubname, self.topic, self.component
+        )
     }
 }
 

@@ -27,26 +27,36 @@ enum HostPattern {
 impl OutboundHost {
     /// Parses one entry. The error says what is wrong with it.
     pub fn parse(raw: &str) -> Result<OutboundHost, String> {
-        let (scheme, rest) = raw
-            .split_once("://")
-            .ok_or_else(|| format!("{raw:?} has no scheme: write it as scheme://host[:port], e.g. https://example.com"))?;
+        let (scheme, rest) = raw.split_once("://").ok_or_else(|| {
+            format!(
+                "{raw:?} has no scheme: write it as scheme://host[:port], e.g. https://example.com"
+            )
+        })?;
         if rest.contains('/') {
-            return Err(format!("{raw:?} has a path: give only scheme://host[:port]"));
+            return Err(format!(
+                "{raw:?} has a path: give only scheme://host[:port]"
+            ));
         }
         if raw.contains("{{") {
-            return Err(format!("{raw:?} uses a template variable, which host-bridge does not support"));
+            return Err(format!(
+                "{raw:?} uses a template variable, which host-bridge does not support"
+            ));
         }
         let scheme = match scheme {
             "*" => None,
             "http" | "https" => Some(scheme.to_owned()),
-            other => return Err(format!("{raw:?} has scheme {other:?}; use http, https or *")),
+            other => {
+                return Err(format!(
+                    "{raw:?} has scheme {other:?}; use http, https or *"
+                ));
+            }
         };
         let (host, port) = match rest.rsplit_once(':') {
             Some((host, "*")) => (host, None),
             Some((host, port)) => {
-                let port = port
-                    .parse::<u16>()
-                    .map_err(|_| format!("{raw:?} has port {port:?}, which is not a number or *"))?;
+                let port = port.parse::<u16>().map_err(|_| {
+                    format!("{raw:?} has port {port:?}, which is not a number or *")
+                })?;
                 (host, Some(port))
             }
             None => {
@@ -64,7 +74,9 @@ impl OutboundHost {
             h => match h.strip_prefix("*.") {
                 Some(domain) => HostPattern::Subdomains(domain.to_ascii_lowercase()),
                 None if h.contains('*') => {
-                    return Err(format!("{raw:?}: '*' may only stand alone or start the host as '*.'"));
+                    return Err(format!(
+                        "{raw:?}: '*' may only stand alone or start the host as '*.'"
+                    ));
                 }
                 None => HostPattern::Exact(h.to_ascii_lowercase()),
             },
@@ -132,7 +144,10 @@ mod tests {
             "https://ex*ample.com",
             "https://{{ host }}",
         ] {
-            assert!(OutboundHost::parse(bad).is_err(), "{bad} should be rejected");
+            assert!(
+                OutboundHost::parse(bad).is_err(),
+                "{bad} should be rejected"
+            );
         }
     }
 }

@@ -36,7 +36,9 @@ pub enum RouteError {
     EmptySegment(usize),
     #[error("parameter segment {0:?} has no name after ':'")]
     UnnamedParam(String),
-    #[error("segment {0:?} holds characters not allowed in a route (allowed: letters, digits, '-', '_', '.', '~')")]
+    #[error(
+        "segment {0:?} holds characters not allowed in a route (allowed: letters, digits, '-', '_', '.', '~')"
+    )]
     BadCharacter(String),
 }
 
@@ -127,7 +129,8 @@ impl Route {
         } else {
             rest.split('/').collect::<Vec<_>>()
         };
-        if parts.len() < self.segments.len() || (!self.wildcard && parts.len() != self.segments.len())
+        if parts.len() < self.segments.len()
+            || (!self.wildcard && parts.len() != self.segments.len())
         {
             return None;
         }
@@ -196,9 +199,18 @@ mod tests {
         assert_eq!(Route::parse("/a/.../b"), Err(RouteError::WildcardNotLast));
         assert_eq!(Route::parse("/a//b"), Err(RouteError::EmptySegment(1)));
         assert_eq!(Route::parse("/a/"), Err(RouteError::EmptySegment(1)));
-        assert_eq!(Route::parse("/a/:"), Err(RouteError::UnnamedParam(":".into())));
-        assert!(matches!(Route::parse("/a b"), Err(RouteError::BadCharacter(_))));
-        assert!(matches!(Route::parse("/a?x=1"), Err(RouteError::BadCharacter(_))));
+        assert_eq!(
+            Route::parse("/a/:"),
+            Err(RouteError::UnnamedParam(":".into()))
+        );
+        assert!(matches!(
+            Route::parse("/a b"),
+            Err(RouteError::BadCharacter(_))
+        ));
+        assert!(matches!(
+            Route::parse("/a?x=1"),
+            Err(RouteError::BadCharacter(_))
+        ));
     }
 
     #[test]
@@ -209,7 +221,10 @@ mod tests {
         assert!(route("/orders").matches("/ordersx").is_none());
         let m = route("/orders/...").matches("/orders/o-1/x").unwrap();
         assert_eq!(m.path_info, "/o-1/x");
-        assert_eq!(route("/orders/...").matches("/orders").unwrap().path_info, "");
+        assert_eq!(
+            route("/orders/...").matches("/orders").unwrap().path_info,
+            ""
+        );
         let m = route("/users/:id").matches("/users/42").unwrap();
         assert_eq!(m.params, vec![("id".into(), "42".into())]);
         assert!(route("/...").matches("/anything/at/all").is_some());
@@ -219,7 +234,12 @@ mod tests {
 
     #[test]
     fn the_most_specific_route_wins() {
-        let routes = [route("/..."), route("/orders/..."), route("/orders/special"), route("/orders/:id")];
+        let routes = [
+            route("/..."),
+            route("/orders/..."),
+            route("/orders/special"),
+            route("/orders/:id"),
+        ];
         assert_eq!(best_match(&routes, "/x").unwrap().0, 0);
         assert_eq!(best_match(&routes, "/orders/1/2").unwrap().0, 1);
         assert_eq!(best_match(&routes, "/orders/special").unwrap().0, 2);

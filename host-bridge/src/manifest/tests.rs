@@ -62,8 +62,13 @@ fn app(text: &str, with_wasm: bool) -> (tempfile::TempDir, PathBuf) {
 
 fn load_err(text: &str) -> String {
     let (_dir, path) = app(text, true);
-    let err = Manifest::load(&path).expect_err("the manifest should be rejected").to_string();
-    assert!(err.contains("spin.toml"), "the error must name the file: {err}");
+    let err = Manifest::load(&path)
+        .expect_err("the manifest should be rejected")
+        .to_string();
+    assert!(
+        err.contains("spin.toml"),
+        "the error must name the file: {err}"
+    );
     err
 }
 
@@ -74,7 +79,10 @@ fn loads_a_full_manifest() {
     m.check_sources().unwrap();
     assert_eq!(m.application.name, "orders");
     assert_eq!(m.application.delivery.max_attempts, 3);
-    assert_eq!(m.application.delivery.initial_backoff, Duration::from_millis(10));
+    assert_eq!(
+        m.application.delivery.initial_backoff,
+        Duration::from_millis(10)
+    );
     assert_eq!(m.http_triggers[0].route.as_str(), "/orders/...");
     let sub = &m.pubsub_triggers[0];
     assert_eq!(sub.route, "/dapr/pubsub/pubsub/orders");
@@ -103,7 +111,10 @@ fn an_unknown_key_names_the_component_and_the_key() {
 
 #[test]
 fn an_unknown_trigger_key_names_the_trigger() {
-    let err = load_err(&GOOD.replace("topic = \"orders\"", "topic = \"orders\"\ndeadLetterTopic = \"x\""));
+    let err = load_err(&GOOD.replace(
+        "topic = \"orders\"",
+        "topic = \"orders\"\ndeadLetterTopic = \"x\"",
+    ));
     assert!(err.contains("[[trigger.pubsub]]"), "{err}");
     assert!(err.contains("unknown field `deadLetterTopic`"), "{err}");
 }
@@ -111,7 +122,10 @@ fn an_unknown_trigger_key_names_the_trigger() {
 #[test]
 fn an_unknown_tool_key_names_the_component() {
     let err = load_err(&GOOD.replace("clock = true", "clocks = true"));
-    assert!(err.contains("[component.order-processor].tool.host-bridge"), "{err}");
+    assert!(
+        err.contains("[component.order-processor].tool.host-bridge"),
+        "{err}"
+    );
     assert!(err.contains("clocks"), "{err}");
 }
 
@@ -159,15 +173,27 @@ fn metadata_values_must_be_strings() {
 #[test]
 fn semantic_problems_are_all_reported_at_once() {
     let text = GOOD
-        .replace("dead_letter_topic = \"orders-dead\"", "dead_letter_topic = \"orders\"")
+        .replace(
+            "dead_letter_topic = \"orders-dead\"",
+            "dead_letter_topic = \"orders\"",
+        )
         .replace("spin_manifest_version = 2", "spin_manifest_version = 1")
         .replace("\"https://example.com\"", "\"example.com\"")
         .replace("max_attempts = 3", "max_attempts = 0");
     let err = load_err(&text);
     assert!(err.contains("spin_manifest_version: must be 2"), "{err}");
-    assert!(err.contains("dead_letter_topic: must differ from topic"), "{err}");
-    assert!(err.contains("[component.order-api] allowed_outbound_hosts"), "{err}");
-    assert!(err.contains("[application.trigger.pubsub] max_attempts"), "{err}");
+    assert!(
+        err.contains("dead_letter_topic: must differ from topic"),
+        "{err}"
+    );
+    assert!(
+        err.contains("[component.order-api] allowed_outbound_hosts"),
+        "{err}"
+    );
+    assert!(
+        err.contains("[application.trigger.pubsub] max_attempts"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -182,6 +208,8 @@ fn globs_and_missing_directories_are_rejected() {
 
 #[test]
 fn an_unreadable_file_is_named() {
-    let err = Manifest::load(Path::new("/nonexistent/spin.toml")).unwrap_err().to_string();
+    let err = Manifest::load(Path::new("/nonexistent/spin.toml"))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("/nonexistent/spin.toml"), "{err}");
 }

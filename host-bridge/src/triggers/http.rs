@@ -31,8 +31,8 @@ use wasmtime::StoreContextMut;
 use wasmtime::component::GuestTaskId;
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::handler::{
-    ExpirationError, HandlerState, Instance, InstantiationError, ProxyHandler, ProxyPre, ShouldAccept,
-    WorkerExpiration, WorkerState, WorkerStatus,
+    ExpirationError, HandlerState, Instance, InstantiationError, ProxyHandler, ProxyPre,
+    ShouldAccept, WorkerExpiration, WorkerState, WorkerStatus,
 };
 
 /// How long a spare worker waits for a queued request before it exits.
@@ -106,7 +106,11 @@ impl Endpoint for HttpTrigger {
     async fn serve(&self, request: Request) -> Response {
         let path = request.uri().path().to_owned();
         let Some((index, matched)) = best_match(&self.routes, &path) else {
-            return server::error(StatusCode::NOT_FOUND, "ERR_NOT_FOUND", format!("no route for {path}"));
+            return server::error(
+                StatusCode::NOT_FOUND,
+                "ERR_NOT_FOUND",
+                format!("no route for {path}"),
+            );
         };
         let route = &self.routes[index];
         let (component, handler) = &self.handlers[index];
@@ -118,14 +122,21 @@ impl Endpoint for HttpTrigger {
             .and_then(|h| h.to_str().ok())
             .unwrap_or("localhost")
             .to_owned();
-        let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
         let full_url = format!("http://{authority}{path_and_query}");
         if let Ok(uri) = full_url.parse() {
             parts.uri = uri;
         }
         let raw_route = route.as_str();
         let component_route = raw_route.strip_suffix("/...").unwrap_or(raw_route);
-        let client = parts.extensions.get::<SocketAddr>().map(ToString::to_string);
+        let client = parts
+            .extensions
+            .get::<SocketAddr>()
+            .map(ToString::to_string);
         let mut spin_headers = vec![
             ("spin-full-url", full_url.clone()),
             ("spin-path-info", matched.path_info.clone()),
@@ -159,15 +170,27 @@ impl Endpoint for HttpTrigger {
             }
             Err(e) if e.is::<ExpirationError>() => {
                 tracing::warn!(%component, %path, "the component did not answer within its timeout");
-                server::error(StatusCode::GATEWAY_TIMEOUT, "ERR_TIMEOUT", format!("component `{component}` did not answer in time"))
+                server::error(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "ERR_TIMEOUT",
+                    format!("component `{component}` did not answer in time"),
+                )
             }
             Err(e) if e.is::<InstantiationError<()>>() => {
                 tracing::warn!(%component, %path, "cannot instantiate: {e:#}");
-                server::error(StatusCode::SERVICE_UNAVAILABLE, "ERR_INSTANTIATE", format!("component `{component}` cannot be started now"))
+                server::error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ERR_INSTANTIATE",
+                    format!("component `{component}` cannot be started now"),
+                )
             }
             Err(e) => {
                 tracing::warn!(%component, %path, "the component failed: {e:?}");
-                server::error(StatusCode::INTERNAL_SERVER_ERROR, "ERR_COMPONENT_FAILED", format!("component `{component}` failed to handle the request"))
+                server::error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "ERR_COMPONENT_FAILED",
+                    format!("component `{component}` failed to handle the request"),
+                )
             }
         }
     }
@@ -216,7 +239,11 @@ impl WorkerState for OneRequest {
     type RequestData = ();
 
     fn should_accept_request(&self, _concurrent: usize, total: usize) -> ShouldAccept {
-        if total == 0 { ShouldAccept::Yes } else { ShouldAccept::Never }
+        if total == 0 {
+            ShouldAccept::Yes
+        } else {
+            ShouldAccept::Never
+        }
     }
 
     fn on_request_start(
@@ -244,7 +271,12 @@ struct Expiration {
 }
 
 impl WorkerExpiration for Expiration {
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>, status: WorkerStatus, start: Instant) -> Poll<()> {
+    fn poll(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        status: WorkerStatus,
+        start: Instant,
+    ) -> Poll<()> {
         let this = self.get_mut();
         let limit = match status {
             WorkerStatus::Idle => IDLE_WORKER_TIMEOUT,

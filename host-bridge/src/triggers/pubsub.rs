@@ -51,9 +51,9 @@ impl PubsubTrigger {
         let mut targets = Vec::new();
         for config in &manifest.pubsub_triggers {
             let id = &config.component;
-            let loaded = components
-                .get(id)
-                .with_context(|| format!("component `{id}` of subscription {config} was not loaded"))?;
+            let loaded = components.get(id).with_context(|| {
+                format!("component `{id}` of subscription {config} was not loaded")
+            })?;
             let Some(pre) = loaded.subscriber.clone() else {
                 bail!(
                     "component `{id}` subscribes to {}/{} in {} but does not export hostbridge:pubsub/subscriber; it exports: {}",
@@ -112,10 +112,17 @@ impl PubsubTrigger {
 impl DeliveryTarget for PubsubTrigger {
     async fn deliver(&self, subscription: usize, event: Event) -> Status {
         let Some(target) = self.targets.get(subscription) else {
-            tracing::error!(subscription, "delivery for an unknown subscription; asking for redelivery");
+            tracing::error!(
+                subscription,
+                "delivery for an unknown subscription; asking for redelivery"
+            );
             return Status::Retry;
         };
-        let (component, topic, id) = (&target.config.component, &target.config.topic, event.id.clone());
+        let (component, topic, id) = (
+            &target.config.component,
+            &target.config.topic,
+            event.id.clone(),
+        );
         let started = Instant::now();
         match self.call(target, event).await {
             Ok(status) => {

@@ -17,7 +17,10 @@ use std::time::{Duration, Instant};
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// Builds every guest once and returns the directory holding the `.wasm` files.
@@ -28,7 +31,16 @@ pub fn guests() -> &'static Path {
         let status = Command::new(env!("CARGO"))
             .current_dir(&root)
             .args(["build", "--release", "--target", "wasm32-wasip2"])
-            .args(["-p", "order-api", "-p", "order-processor", "-p", "dead-letter", "-p", "test-subscriber"])
+            .args([
+                "-p",
+                "order-api",
+                "-p",
+                "order-processor",
+                "-p",
+                "dead-letter",
+                "-p",
+                "test-subscriber",
+            ])
             .status()
             .expect("cannot run cargo to build the guests");
         assert!(status.success(), "building the guests failed");
@@ -136,7 +148,12 @@ impl Host {
         client().get(format!("{}{path}", self.url)).send().unwrap()
     }
 
-    pub fn post(&self, path: &str, content_type: &str, body: impl Into<reqwest::blocking::Body>) -> reqwest::blocking::Response {
+    pub fn post(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: impl Into<reqwest::blocking::Body>,
+    ) -> reqwest::blocking::Response {
         client()
             .post(format!("{}{path}", self.url))
             .header("content-type", content_type)
@@ -146,13 +163,24 @@ impl Host {
     }
 
     /// Publishes through the embedded broker's sidecar API; expects 204.
-    pub fn publish(&self, topic: &str, id: &str, content_type: &str, body: impl Into<reqwest::blocking::Body>) {
+    pub fn publish(
+        &self,
+        topic: &str,
+        id: &str,
+        content_type: &str,
+        body: impl Into<reqwest::blocking::Body>,
+    ) {
         let response = self.post(
             &format!("/v1.0/publish/pubsub/{topic}?metadata.cloudevent.id={id}"),
             content_type,
             body,
         );
-        assert_eq!(response.status(), 204, "publish failed: {}", response.text().unwrap_or_default());
+        assert_eq!(
+            response.status(),
+            204,
+            "publish failed: {}",
+            response.text().unwrap_or_default()
+        );
     }
 
     /// A value from the embedded state store, if set.
@@ -166,13 +194,18 @@ impl Host {
     }
 
     /// Polls state `key` until `check` accepts it, or fails after `timeout`.
-    pub fn wait_for_state(&mut self, key: &str, timeout: Duration, check: impl Fn(&str) -> bool) -> String {
+    pub fn wait_for_state(
+        &mut self,
+        key: &str,
+        timeout: Duration,
+        check: impl Fn(&str) -> bool,
+    ) -> String {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(value) = self.state(key) {
-                if check(&value) {
-                    return value;
-                }
+            if let Some(value) = self.state(key)
+                && check(&value)
+            {
+                return value;
             }
             if Instant::now() > deadline {
                 panic!(
@@ -204,26 +237,43 @@ impl Drop for Host {
 pub fn client() -> reqwest::blocking::Client {
     static CLIENT: OnceLock<reqwest::blocking::Client> = OnceLock::new();
     CLIENT
-        .get_or_init(|| reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().unwrap())
+        .get_or_init(|| {
+            reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap()
+        })
         .clone()
 }
 
 /// A port nothing listens on right now.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// The example app's manifest (the repo's `spin.toml`), with sources pointed
 /// at the built guests and a fast retry policy.
 pub fn orders_manifest() -> String {
     let text = std::fs::read_to_string(workspace().join("spin.toml")).unwrap();
-    let text = text.replace("source = \"target/wasm32-wasip2/release/", &format!("source = \"{}/", guests().display()));
+    let text = text.replace(
+        "source = \"target/wasm32-wasip2/release/",
+        &format!("source = \"{}/", guests().display()),
+    );
     text.replace("initial_backoff_ms = 200", "initial_backoff_ms = 20")
 }
 
 /// A manifest with the test subscriber on each of `topics`, retry policy
 /// `max_attempts` with a short backoff, and `tool` settings for it.
-pub fn test_subscriber_manifest(topics: &[&str], max_attempts: u32, tool: &str, extra: &str) -> String {
+pub fn test_subscriber_manifest(
+    topics: &[&str],
+    max_attempts: u32,
+    tool: &str,
+    extra: &str,
+) -> String {
     let mut text = format!(
         r#"spin_manifest_version = 2
 [application]
