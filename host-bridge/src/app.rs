@@ -13,8 +13,8 @@
 //! On Ctrl-C or SIGTERM the listener stops accepting, and deliveries in
 //! flight get `shutdown_grace` to finish before the process exits.
 
+use crate::broker::dapr::{DaprSidecar, SidecarConfig};
 use crate::broker::embedded::{EmbeddedBroker, MemoryStateStore};
-use crate::broker::sidecar_api::SidecarApi;
 use crate::broker::{Broker, Capabilities, Metrics, StateStore};
 use crate::engine::{Engine, EngineOptions, LoadedComponent};
 use crate::manifest::Manifest;
@@ -39,6 +39,31 @@ pub struct UpOptions {
     pub engine: EngineOptions,
     /// How long deliveries in flight may take to finish on shutdown.
     pub shutdown_grace: Duration,
+    /// Which backend carries the messages.
+    pub broker: BrokerChoice,
+    /// How long the first call to the Dapr sidecar waits for it to be ready.
+    pub dapr_ready_timeout: Duration,
+}
+
+/// `--broker`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BrokerChoice {
+    /// Dapr when `DAPR_HTTP_PORT` is set (as `dapr run` sets it), else embedded.
+    Auto,
+    /// The in-memory broker and state store inside host-bridge.
+    Embedded,
+    /// The Dapr sidecar at `127.0.0.1:$DAPR_HTTP_PORT` (default 3500).
+    Dapr,
+}
+
+impl BrokerChoice {
+    fn use_dapr(self) -> bool {
+        match self {
+            BrokerChoice::Auto => std::env::var_os("DAPR_HTTP_PORT").is_some(),
+            BrokerChoice::Embedded => false,
+            BrokerChoice::Dapr => true,
+        }
+    }
 }
 
 /// Runs the app until `shutdown` resolves.
@@ -55,35 +80,50 @@ pub async fn up(options: UpOptions, shutdown: impl Future<Output = ()>) -> anyho
         .with_context(|| format!("cannot listen on {}", options.listen))?;
     let address = listener.local_addr()?;
     let metrics = Arc::new(Metrics::default());
-    let router = Router::new(metrics.clone());
+    let app_token = std::env::var("APP_API_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
+    let router = Router::new(metrics.clone(), app_token);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(server::serve(listener, router.clone(), async {
         let _ = stop_rx.await;
     }));
     eprintln!("host-bridge: listening on http://{address} (starting)");
 
-    let broker = Arc::new(EmbeddedBroker::new(
-        &manifest.application.name,
-        manifest.application.delivery,
-        metrics.clone(),
-    ));
-    let state_store: Arc<dyn StateStore> = Arc::new(MemoryStateStore::default());
+    let (broker, state_store): (Arc<dyn Broker>, Arc<dyn StateStore>) = if options.broker.use_dapr()
+    {
+        check_one_subscription_per_topic(&manifest)?;
+        let sidecar = Arc::new(DaprSidecar::new(
+            SidecarConfig::from_env(options.dapr_ready_timeout),
+            metrics.clone(),
+        )?);
+        (sidecar.clone(), sidecar)
+    } else {
+        let state_store: Arc<dyn StateStore> = Arc::new(MemoryStateStore::default());
+        let broker = EmbeddedBroker::new(
+            &manifest.application.name,
+            manifest.application.delivery,
+            metrics.clone(),
+            state_store.clone(),
+        );
+        (Arc::new(broker), state_store)
+    };
     let capabilities = Capabilities {
         broker: broker.clone(),
-        state_store: state_store.clone(),
+        state_store,
     };
     let engine = Arc::new(Engine::new(&options.engine, capabilities)?);
 
     let mut components = compile(&engine, &manifest).await?;
     let http = Arc::new(HttpTrigger::new(&engine, &manifest, &mut components)?);
-    let pubsub = Arc::new(PubsubTrigger::new(&engine, &manifest, &components)?);
-    broker.start(pubsub.subscriptions(), pubsub.clone());
-
-    let sidecar = Arc::new(SidecarApi {
-        broker: broker.clone(),
-        state_store,
-    });
-    router.set_ready(vec![sidecar as Arc<dyn Endpoint>, http.clone()]);
+    let pubsub = Arc::new(PubsubTrigger::new(
+        &engine,
+        &manifest,
+        &components,
+        metrics.clone(),
+    )?);
+    let broker_endpoint = broker.clone().start(pubsub.subscriptions(), pubsub.clone());
+    router.set_ready(vec![broker_endpoint, http.clone() as Arc<dyn Endpoint>]);
     print_summary(&manifest, address, broker.as_ref(), &http);
 
     shutdown.await;
@@ -98,6 +138,26 @@ pub async fn up(options: UpOptions, shutdown: impl Future<Output = ()>) -> anyho
         eprintln!(
             "host-bridge: {left} message(s) were still being delivered and are lost with the in-memory broker"
         );
+    }
+    Ok(())
+}
+
+/// Dapr gives an app one subscription per pub/sub and topic, so two
+/// triggers on the same topic (fan-out inside the app, which the embedded
+/// broker does) cannot be expressed under Dapr.
+fn check_one_subscription_per_topic(manifest: &Manifest) -> anyhow::Result<()> {
+    let mut seen = std::collections::BTreeMap::new();
+    for t in &manifest.pubsub_triggers {
+        if let Some(other) = seen.insert((&t.pubsubname, &t.topic), &t.component) {
+            anyhow::bail!(
+                "{}: components `{other}` and `{}` both subscribe to {}/{}; under Dapr an app has one subscription per topic, \
+                 so give each its own topic (or run on the embedded broker, which fans out)",
+                manifest.path.display(),
+                t.component,
+                t.pubsubname,
+                t.topic
+            );
+        }
     }
     Ok(())
 }

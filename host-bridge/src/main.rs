@@ -2,7 +2,7 @@
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use host_bridge::app::{self, UpOptions};
+use host_bridge::app::{self, BrokerChoice, UpOptions};
 use host_bridge::engine::EngineOptions;
 use host_bridge::manifest::Manifest;
 use std::net::SocketAddr;
@@ -37,9 +37,15 @@ enum Command {
             env = "HOST_BRIDGE_MANIFEST"
         )]
         manifest: PathBuf,
-        /// The address to serve on (under Dapr: the app port).
-        #[arg(long, default_value = "127.0.0.1:3000", env = "HOST_BRIDGE_LISTEN")]
-        listen: SocketAddr,
+        /// The address to serve on; under Dapr, the app port [default: 127.0.0.1:$APP_PORT, else 127.0.0.1:3000].
+        #[arg(long, env = "HOST_BRIDGE_LISTEN")]
+        listen: Option<SocketAddr>,
+        /// Which broker carries the messages.
+        #[arg(long, value_enum, default_value_t = BrokerChoice::Auto)]
+        broker: BrokerChoice,
+        /// Seconds the first call to the Dapr sidecar waits for it to become ready.
+        #[arg(long, default_value_t = 30)]
+        dapr_ready_timeout: u64,
         /// Run the components' build commands before starting.
         #[arg(long)]
         build: bool,
@@ -106,7 +112,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             no_cache,
             max_instances,
             shutdown_grace,
+            broker,
+            dapr_ready_timeout,
         } => {
+            let listen = match (listen, std::env::var("APP_PORT")) {
+                (Some(listen), _) => listen,
+                (None, Ok(port)) => format!("127.0.0.1:{port}")
+                    .parse()
+                    .with_context(|| format!("APP_PORT={port} is not a port number"))?,
+                (None, Err(_)) => SocketAddr::from(([127, 0, 0, 1], 3000)),
+            };
             let cache_dir = if no_cache {
                 None
             } else {
@@ -121,6 +136,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     max_instances,
                 },
                 shutdown_grace: Duration::from_secs(shutdown_grace),
+                broker,
+                dapr_ready_timeout: Duration::from_secs(dapr_ready_timeout),
             };
             let runtime =
                 tokio::runtime::Runtime::new().context("cannot start the async runtime")?;

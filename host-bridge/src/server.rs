@@ -73,13 +73,26 @@ pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Resp
 pub struct Router {
     endpoints: OnceLock<Vec<Arc<dyn Endpoint>>>,
     metrics: Arc<Metrics>,
+    /// `APP_API_TOKEN`: when set, every request but `/healthz` must carry it.
+    app_token: Option<String>,
+}
+
+/// The header daprd and apps authenticate each other with.
+pub const TOKEN_HEADER: &str = "dapr-api-token";
+
+/// Compares a token in constant time, so its value cannot be learned from
+/// how long a refusal takes.
+pub fn token_matches(expected: &str, given: Option<&str>) -> bool {
+    use subtle::ConstantTimeEq;
+    given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(expected.as_bytes())))
 }
 
 impl Router {
-    pub fn new(metrics: Arc<Metrics>) -> Arc<Router> {
+    pub fn new(metrics: Arc<Metrics>, app_token: Option<String>) -> Arc<Router> {
         Arc::new(Router {
             endpoints: OnceLock::new(),
             metrics,
+            app_token,
         })
     }
 
@@ -92,6 +105,21 @@ impl Router {
     async fn route(&self, request: Request) -> Response {
         let path = request.uri().path();
         let method = request.method();
+        if let Some(expected) = &self.app_token
+            && path != "/healthz"
+        {
+            let given = request
+                .headers()
+                .get(TOKEN_HEADER)
+                .and_then(|v| v.to_str().ok());
+            if !token_matches(expected, given) {
+                return error(
+                    StatusCode::UNAUTHORIZED,
+                    "ERR_UNAUTHORIZED",
+                    "missing or wrong dapr-api-token",
+                );
+            }
+        }
         let Some(endpoints) = self.endpoints.get() else {
             return match path {
                 "/healthz" => json(
@@ -158,5 +186,19 @@ pub async fn serve(listener: TcpListener, router: Arc<Router>, shutdown: impl Fu
                 tracing::debug!(%peer, "connection ended: {e}");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare_exactly() {
+        assert!(token_matches("s3cret", Some("s3cret")));
+        assert!(!token_matches("s3cret", Some("s3cre")));
+        assert!(!token_matches("s3cret", Some("s3cret!")));
+        assert!(!token_matches("s3cret", Some("")));
+        assert!(!token_matches("s3cret", None));
     }
 }

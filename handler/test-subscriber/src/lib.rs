@@ -3,7 +3,8 @@
 //!
 //! | topic prefix | behaviour |
 //! |---|---|
-//! | `record` | saves what it received under `received-{id}` and succeeds |
+//! | `record` | saves what it received under `received-{id}` and `last-{topic}`, and succeeds |
+//! | `bulk`   | answers RETRY on the first delivery of an event whose data is `retry-once`, else SUCCESS |
 //! | `flaky`  | answers RETRY on the first two deliveries of an event, then SUCCESS |
 //! | `trap`   | executes `unreachable` (a Wasm trap) |
 //! | `panic`  | panics |
@@ -37,6 +38,12 @@ impl Guest for TestSubscriber {
         let topic = event.topic.as_str();
         if topic.starts_with("record") {
             record(&event)
+        } else if topic.starts_with("bulk") {
+            if event.data == b"retry-once" && attempt == 1 {
+                Status::Retry
+            } else {
+                Status::Success
+            }
         } else if topic.starts_with("flaky") {
             if attempt < 3 {
                 Status::Retry

@@ -22,9 +22,11 @@
 //! once, so one slow or retrying message does not hold up the others; like
 //! Dapr with most brokers, order is therefore not guaranteed.
 
+use super::sidecar_api::SidecarApi;
 use super::{Broker, DeliveryTarget, Metrics, StateStore, Subscription, cloudevent};
 use crate::host::bindings::{Event, Message, PublishError, StateError, Status};
 use crate::manifest::DeliveryPolicy;
+use crate::server::Endpoint;
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
@@ -48,6 +50,8 @@ type TopicKey = (String, String);
 /// The embedded in-memory broker.
 pub struct EmbeddedBroker {
     inner: Arc<Inner>,
+    /// Served with the broker on the sidecar API.
+    state_store: Arc<dyn StateStore>,
 }
 
 struct Inner {
@@ -62,8 +66,14 @@ struct Inner {
 }
 
 impl EmbeddedBroker {
-    pub fn new(app_id: &str, policy: DeliveryPolicy, metrics: Arc<Metrics>) -> EmbeddedBroker {
+    pub fn new(
+        app_id: &str,
+        policy: DeliveryPolicy,
+        metrics: Arc<Metrics>,
+        state_store: Arc<dyn StateStore>,
+    ) -> EmbeddedBroker {
         EmbeddedBroker {
+            state_store,
             inner: Arc::new(Inner {
                 app_id: app_id.to_owned(),
                 policy,
@@ -96,7 +106,11 @@ impl Broker for EmbeddedBroker {
         Ok(())
     }
 
-    fn start(&self, subscriptions: Vec<Subscription>, target: Arc<dyn DeliveryTarget>) {
+    fn start(
+        self: Arc<Self>,
+        subscriptions: Vec<Subscription>,
+        target: Arc<dyn DeliveryTarget>,
+    ) -> Arc<dyn Endpoint> {
         let mut topics = self.inner.topics.write().unwrap_or_else(|e| e.into_inner());
         for subscription in subscriptions {
             let (tx, rx) = mpsc::unbounded_channel();
@@ -112,6 +126,11 @@ impl Broker for EmbeddedBroker {
                 rx,
             ));
         }
+        drop(topics);
+        Arc::new(SidecarApi {
+            state_store: self.state_store.clone(),
+            broker: self,
+        })
     }
 
     async fn shutdown(&self, grace: Duration) -> u64 {
@@ -215,18 +234,13 @@ async fn deliver(
             .deliver(subscription.index, envelope.event.clone())
             .await
         {
-            Status::Success => {
-                Metrics::inc(&inner.metrics.deliveries_success);
-                return;
-            }
+            Status::Success => return,
             Status::Drop => {
-                Metrics::inc(&inner.metrics.deliveries_drop);
                 tracing::info!(topic = %trigger.topic, component = %trigger.component, %id, "guest dropped the message");
                 dead_letter(inner, trigger, envelope, GaveUp::Dropped);
                 return;
             }
             Status::Retry => {
-                Metrics::inc(&inner.metrics.deliveries_retry);
                 if attempt >= inner.policy.max_attempts {
                     tracing::warn!(topic = %trigger.topic, component = %trigger.component, %id, attempts = attempt, "message still not handled after the last attempt");
                     dead_letter(inner, trigger, envelope, GaveUp::OutOfAttempts);

@@ -13,6 +13,7 @@ pub struct Metrics {
     pub deliveries_success: AtomicU64,
     pub deliveries_retry: AtomicU64,
     pub deliveries_drop: AtomicU64,
+    pub bulk_batches: AtomicU64,
     pub dead_lettered: AtomicU64,
     pub discarded_max_attempts: AtomicU64,
     pub discarded_expired: AtomicU64,
@@ -48,6 +49,12 @@ impl Metrics {
                 ("{outcome=\"retry\"}", &self.deliveries_retry),
                 ("{outcome=\"drop\"}", &self.deliveries_drop),
             ],
+        );
+        metric(
+            "host_bridge_bulk_batches_total",
+            "counter",
+            "Bulk deliveries (batches) received from the Dapr sidecar.",
+            &[("", &self.bulk_batches)],
         );
         metric(
             "host_bridge_messages_dead_lettered_total",

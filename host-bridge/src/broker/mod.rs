@@ -9,6 +9,8 @@
 //! because under Dapr it is the sidecar's.
 
 pub mod cloudevent;
+pub mod dapr;
+pub mod dapr_app;
 pub mod embedded;
 mod metrics;
 pub mod sidecar_api;
@@ -19,6 +21,7 @@ use crate::host::bindings::{
     BulkEntry, Event, FailedEntry, Message, PublishError, StateError, Status,
 };
 use crate::manifest::PubsubTrigger;
+use crate::server::Endpoint;
 use async_trait::async_trait;
 use std::sync::Arc;
 
@@ -69,8 +72,14 @@ pub trait Broker: Send + Sync + 'static {
         }
     }
 
-    /// Starts delivering messages for `subscriptions` to `target`.
-    fn start(&self, subscriptions: Vec<Subscription>, target: Arc<dyn DeliveryTarget>);
+    /// Starts delivering messages for `subscriptions` to `target`, and
+    /// returns what the backend mounts on the app's listener: daprd's
+    /// delivery endpoints for Dapr, the sidecar API for the embedded broker.
+    fn start(
+        self: Arc<Self>,
+        subscriptions: Vec<Subscription>,
+        target: Arc<dyn DeliveryTarget>,
+    ) -> Arc<dyn Endpoint>;
 
     /// Stops taking new work and waits, at most `grace`, for deliveries in
     /// flight to finish. Returns how many were still in flight.

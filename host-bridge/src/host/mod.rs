@@ -17,6 +17,7 @@ pub mod bindings {
         world: "subscriber-component",
         imports: { default: async | trappable },
         exports: { default: async },
+        additional_derives: [PartialEq],
     });
 
     pub use hostbridge::pubsub::types::{

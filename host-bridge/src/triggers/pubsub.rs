@@ -12,7 +12,7 @@
 //! pool) and the host-side timeout all leave the message to be redelivered,
 //! so a crash can delay a message but never lose it.
 
-use crate::broker::{DeliveryTarget, Subscription};
+use crate::broker::{DeliveryTarget, Metrics, Subscription};
 use crate::engine::{Engine, HostState, LoadedComponent, Sandbox, TraceContext};
 use crate::host::bindings::{Event, Status, SubscriberComponentPre};
 use crate::manifest::{Manifest, PubsubTrigger as PubsubTriggerConfig};
@@ -31,6 +31,7 @@ const HOST_TIMEOUT_SLACK: Duration = Duration::from_secs(1);
 pub struct PubsubTrigger {
     engine: Arc<Engine>,
     targets: Vec<Target>,
+    metrics: Arc<Metrics>,
 }
 
 struct Target {
@@ -47,6 +48,7 @@ impl PubsubTrigger {
         engine: &Arc<Engine>,
         manifest: &Manifest,
         components: &HashMap<String, LoadedComponent>,
+        metrics: Arc<Metrics>,
     ) -> anyhow::Result<PubsubTrigger> {
         let mut targets = Vec::new();
         for config in &manifest.pubsub_triggers {
@@ -72,6 +74,7 @@ impl PubsubTrigger {
         Ok(PubsubTrigger {
             engine: engine.clone(),
             targets,
+            metrics,
         })
     }
 
@@ -124,7 +127,7 @@ impl DeliveryTarget for PubsubTrigger {
             event.id.clone(),
         );
         let started = Instant::now();
-        match self.call(target, event).await {
+        let status = match self.call(target, event).await {
             Ok(status) => {
                 tracing::debug!(%component, %topic, %id, ?status, elapsed = ?started.elapsed(), "delivered");
                 status
@@ -133,6 +136,12 @@ impl DeliveryTarget for PubsubTrigger {
                 tracing::warn!(%component, %topic, %id, elapsed = ?started.elapsed(), "the guest failed, so the delivery counts as RETRY: {e:?}");
                 Status::Retry
             }
-        }
+        };
+        Metrics::inc(match status {
+            Status::Success => &self.metrics.deliveries_success,
+            Status::Retry => &self.metrics.deliveries_retry,
+            Status::Drop => &self.metrics.deliveries_drop,
+        });
+        status
     }
 }

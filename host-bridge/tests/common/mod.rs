@@ -8,6 +8,8 @@
 
 #![allow(dead_code)]
 
+pub mod dapr;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -57,6 +59,11 @@ pub fn wasm(name: &str) -> String {
 pub struct Host {
     child: Child,
     pub url: String,
+    /// Where publishes and state reads go: the host itself on the embedded
+    /// broker, the sidecar under Dapr.
+    pub api_url: String,
+    /// The `dapr-api-token` calls to `api_url` carry, if any.
+    pub api_token: Option<String>,
     pub dir: tempfile::TempDir,
     /// Everything the host printed, for failure messages.
     output: mpsc::Receiver<String>,
@@ -72,10 +79,36 @@ impl Host {
 
     /// Like [`Host::start`], in a directory the test has prepared.
     pub fn start_in(dir: tempfile::TempDir, manifest: &str) -> Host {
+        Host::start_with(dir, manifest, free_port(), &[], None)
+    }
+
+    /// Starts a host on `port` with extra environment variables; `api_url`
+    /// is the sidecar's address under Dapr (`None` for the embedded broker).
+    pub fn start_with(
+        dir: tempfile::TempDir,
+        manifest: &str,
+        port: u16,
+        env: &[(&str, String)],
+        api_url: Option<String>,
+    ) -> Host {
         let path = dir.path().join("spin.toml");
         std::fs::write(&path, manifest).unwrap();
-        let port = free_port();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_host-bridge"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_host-bridge"));
+        // Only what the test passes: a Dapr variable from the outside would
+        // switch the embedded tests to Dapr mode.
+        for name in [
+            "DAPR_HTTP_PORT",
+            "DAPR_GRPC_PORT",
+            "DAPR_API_TOKEN",
+            "APP_API_TOKEN",
+            "APP_PORT",
+        ] {
+            command.env_remove(name);
+        }
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command
             .arg("up")
             .arg("--manifest")
             .arg(&path)
@@ -102,9 +135,15 @@ impl Host {
                 }
             });
         }
+        let url = format!("http://127.0.0.1:{port}");
         let mut host = Host {
             child,
-            url: format!("http://127.0.0.1:{port}"),
+            api_url: api_url.unwrap_or_else(|| url.clone()),
+            api_token: env
+                .iter()
+                .find(|(k, _)| *k == "DAPR_API_TOKEN")
+                .map(|(_, v)| v.clone()),
+            url,
             dir,
             output: rx,
             log: Vec::new(),
@@ -148,6 +187,15 @@ impl Host {
         client().get(format!("{}{path}", self.url)).send().unwrap()
     }
 
+    /// Like [`Host::get`], carrying `dapr-api-token: token`.
+    pub fn get_with_token(&self, path: &str, token: &str) -> reqwest::blocking::Response {
+        client()
+            .get(format!("{}{path}", self.url))
+            .header("dapr-api-token", token)
+            .send()
+            .unwrap()
+    }
+
     pub fn post(
         &self,
         path: &str,
@@ -162,7 +210,15 @@ impl Host {
             .unwrap()
     }
 
-    /// Publishes through the embedded broker's sidecar API; expects 204.
+    /// Adds the API token, if the sidecar wants one.
+    fn api(&self, request: reqwest::blocking::RequestBuilder) -> reqwest::blocking::RequestBuilder {
+        match &self.api_token {
+            Some(token) => request.header("dapr-api-token", token),
+            None => request,
+        }
+    }
+
+    /// Publishes through the sidecar API (the embedded broker's, or daprd's); expects 204.
     pub fn publish(
         &self,
         topic: &str,
@@ -170,11 +226,16 @@ impl Host {
         content_type: &str,
         body: impl Into<reqwest::blocking::Body>,
     ) {
-        let response = self.post(
-            &format!("/v1.0/publish/pubsub/{topic}?metadata.cloudevent.id={id}"),
-            content_type,
-            body,
+        let url = format!(
+            "{}/v1.0/publish/pubsub/{topic}?metadata.cloudevent.id={id}",
+            self.api_url
         );
+        let response = self
+            .api(client().post(url))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .unwrap();
         assert_eq!(
             response.status(),
             204,
@@ -183,13 +244,20 @@ impl Host {
         );
     }
 
-    /// A value from the embedded state store, if set.
+    /// A value from the state store, if set.
     pub fn state(&self, key: &str) -> Option<String> {
-        let response = self.get(&format!("/v1.0/state/statestore/{key}"));
+        let response = self
+            .api(client().get(format!("{}/v1.0/state/statestore/{key}", self.api_url)))
+            .send()
+            .unwrap();
         match response.status().as_u16() {
             200 => Some(response.text().unwrap()),
             204 => None,
-            other => panic!("state read of {key} answered {other}"),
+            other => panic!(
+                "state read of {key} at {} answered {other}: {}",
+                self.api_url,
+                response.text().unwrap_or_default()
+            ),
         }
     }
 

@@ -1,0 +1,319 @@
+//! Dapr's app-side protocol: what daprd calls on the app port.
+//!
+//! - `GET /dapr/subscribe` lists the subscriptions, generated from
+//!   `[[trigger.pubsub]]`: `pubsubname`, `topic`, `route` (or `routes` with
+//!   CEL `rules` and a `default` when triggers on one topic use `match`),
+//!   `deadLetterTopic`, `metadata` (string values only, so daprd can decode
+//!   it) and `bulkSubscribe`.
+//! - `POST <route>` is one delivery: a structured CloudEvent. Its `data` is
+//!   turned into exact bytes (see [`cloudevent::parse`]), the guest runs in a
+//!   fresh instance, and the answer is always an explicit
+//!   `{"status": "SUCCESS" | "RETRY" | "DROP"}`, because daprd treats an empty
+//!   answer as success. A body that is not a CloudEvent can never be handled,
+//!   so it is DROPped (and dead-lettered by daprd).
+//! - `POST <route>` on a bulk subscription is a batch: every entry runs in
+//!   its own instance, concurrently, and the reply lists every entry's status,
+//!   so a RETRY redelivers only that entry.
+//! - `404` is answered only for a path that is no subscription's route.
+//!
+//! Invariant: a delivery is answered only after its guest has answered (or
+//! failed, which is RETRY); daprd acks on SUCCESS and DROP alone.
+
+use super::cloudevent;
+use super::{DeliveryTarget, Metrics, Subscription};
+use crate::host::bindings::{Event, Status};
+use crate::server::{self, Endpoint, Request, Response};
+use async_trait::async_trait;
+use base64::Engine as _;
+use http::{HeaderMap, Method, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// The app-side endpoint the Dapr backend mounts.
+pub struct DaprAppProtocol {
+    metrics: Arc<Metrics>,
+    started: OnceLock<Started>,
+    in_flight: AtomicU64,
+    idle: Notify,
+}
+
+struct Started {
+    subscriptions: Vec<Subscription>,
+    /// Delivery route → index into `subscriptions`.
+    routes: BTreeMap<String, usize>,
+    target: Arc<dyn DeliveryTarget>,
+}
+
+impl DaprAppProtocol {
+    pub fn new(metrics: Arc<Metrics>) -> DaprAppProtocol {
+        DaprAppProtocol {
+            metrics,
+            started: OnceLock::new(),
+            in_flight: AtomicU64::new(0),
+            idle: Notify::new(),
+        }
+    }
+
+    pub fn start(&self, subscriptions: Vec<Subscription>, target: Arc<dyn DeliveryTarget>) {
+        let routes = subscriptions
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.trigger.route.clone(), i))
+            .collect();
+        let _ = self.started.set(Started {
+            subscriptions,
+            routes,
+            target,
+        });
+    }
+
+    /// Waits, at most `grace`, for deliveries in flight; returns how many are left.
+    pub async fn drain(&self, grace: Duration) -> u64 {
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let idle = self.idle.notified();
+            let left = self.in_flight.load(Relaxed);
+            if left == 0 || tokio::time::timeout_at(deadline, idle).await.is_err() {
+                return self.in_flight.load(Relaxed);
+            }
+        }
+    }
+
+    /// The `/dapr/subscribe` answer.
+    pub fn subscribe_json(&self) -> Value {
+        let Some(started) = self.started.get() else {
+            return json!([]);
+        };
+        let entries: Vec<Value> = started
+            .subscriptions
+            .iter()
+            .map(|s| {
+                let t = &s.trigger;
+                let mut entry = json!({
+                    "pubsubname": t.pubsubname,
+                    "topic": t.topic,
+                    "route": t.route,
+                    "metadata": t.metadata,
+                });
+                if let Some(dlt) = &t.dead_letter_topic {
+                    entry["deadLetterTopic"] = dlt.clone().into();
+                }
+                if let Some(bulk) = &t.bulk_subscribe {
+                    entry["bulkSubscribe"] = json!({
+                        "enabled": true,
+                        "maxMessagesCount": bulk.max_messages_count,
+                        "maxAwaitDurationMs": bulk.max_await_duration_ms,
+                    });
+                }
+                entry
+            })
+            .collect();
+        Value::Array(entries)
+    }
+
+    async fn deliver_one(
+        &self,
+        started: &Started,
+        index: usize,
+        body: &[u8],
+        headers: &HeaderMap,
+    ) -> Status {
+        let subscription = &started.subscriptions[index];
+        let mut event = match cloudevent::parse(body) {
+            Ok(event) => event,
+            Err(e) => {
+                tracing::warn!(topic = %subscription.trigger.topic, "undeliverable body, answering DROP: {e}");
+                return Status::Drop;
+            }
+        };
+        fill_from_headers(
+            &mut event,
+            &subscription.trigger.pubsubname,
+            &subscription.trigger.topic,
+            headers,
+        );
+        started.target.deliver(index, event).await
+    }
+
+    async fn deliver_bulk(
+        &self,
+        started: &Started,
+        index: usize,
+        body: &[u8],
+        headers: &HeaderMap,
+    ) -> Response {
+        let subscription = &started.subscriptions[index];
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct BulkEntry {
+            entry_id: String,
+            event: Box<RawValue>,
+            #[serde(default)]
+            content_type: Option<String>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Bulk {
+            entries: Vec<BulkEntry>,
+        }
+        let bulk: Bulk = match serde_json::from_slice(body) {
+            Ok(bulk) => bulk,
+            Err(e) => {
+                return server::error(
+                    StatusCode::BAD_REQUEST,
+                    "ERR_BULK_BODY",
+                    format!("not a bulk delivery: {e}"),
+                );
+            }
+        };
+        Metrics::inc(&self.metrics.bulk_batches);
+        let t = &subscription.trigger;
+        let deliveries = bulk.entries.iter().map(|entry| async {
+            let event = match serde_json::from_str::<String>(entry.event.get()) {
+                // rawPayload: the entry's event is the payload, base64-encoded.
+                Ok(b64) => match base64::engine::general_purpose::STANDARD.decode(b64.as_bytes()) {
+                    Ok(bytes) => {
+                        let mut event = cloudevent::raw("", &t.pubsubname, &t.topic, bytes);
+                        event.id = entry.entry_id.clone();
+                        if let Some(ct) = &entry.content_type {
+                            event.datacontenttype = ct.clone();
+                        }
+                        Ok(event)
+                    }
+                    Err(e) => Err(format!("raw entry is not base64: {e}")),
+                },
+                Err(_) => cloudevent::parse(entry.event.get().as_bytes()),
+            };
+            let status = match event {
+                Ok(mut event) => {
+                    fill_from_headers(&mut event, &t.pubsubname, &t.topic, headers);
+                    started.target.deliver(index, event).await
+                }
+                Err(e) => {
+                    tracing::warn!(topic = %t.topic, entry = %entry.entry_id, "undeliverable entry, answering DROP: {e}");
+                    Status::Drop
+                }
+            };
+            json!({ "entryId": entry.entry_id, "status": status_str(status) })
+        });
+        let statuses: Vec<Value> = futures::future::join_all(deliveries).await;
+        server::json(StatusCode::OK, &json!({ "statuses": statuses }))
+    }
+}
+
+/// Fills what the CloudEvent left out from the delivery's headers and subscription.
+fn fill_from_headers(event: &mut Event, pubsubname: &str, topic: &str, headers: &HeaderMap) {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    if event.traceparent.is_none() {
+        event.traceparent = header("traceparent");
+    }
+    if event.tracestate.is_none() {
+        event.tracestate = header("tracestate");
+    }
+    if event.topic.is_empty() {
+        event.topic = topic.to_owned();
+    }
+    if event.pubsubname.is_empty() {
+        event.pubsubname = pubsubname.to_owned();
+    }
+}
+
+/// The status strings daprd reads; case sensitive.
+fn status_str(status: Status) -> &'static str {
+    match status {
+        Status::Success => "SUCCESS",
+        Status::Retry => "RETRY",
+        Status::Drop => "DROP",
+    }
+}
+
+#[async_trait]
+impl Endpoint for DaprAppProtocol {
+    fn serves(&self, method: &Method, path: &str) -> bool {
+        (method == Method::GET && path == "/dapr/subscribe")
+            || (method == Method::POST
+                && self
+                    .started
+                    .get()
+                    .is_some_and(|s| s.routes.contains_key(path)))
+            || path.starts_with("/dapr/")
+    }
+
+    async fn serve(&self, request: Request) -> Response {
+        let path = request.uri().path().to_owned();
+        if path == "/dapr/subscribe" {
+            return server::json(StatusCode::OK, &self.subscribe_json());
+        }
+        let Some(started) = self.started.get() else {
+            return server::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ERR_NOT_READY",
+                "subscriptions are not started yet",
+            );
+        };
+        let Some(&index) = started.routes.get(&path) else {
+            return server::error(
+                StatusCode::NOT_FOUND,
+                "ERR_NOT_FOUND",
+                format!("no subscription has route {path}"),
+            );
+        };
+        let headers = request.headers().clone();
+        let body = match request.into_body().collect().await {
+            Ok(body) => body.to_bytes(),
+            // A broken upload: daprd redelivers on any non-2xx answer.
+            Err(e) => {
+                return server::error(
+                    StatusCode::BAD_REQUEST,
+                    "ERR_BODY",
+                    format!("cannot read the body: {e}"),
+                );
+            }
+        };
+        self.in_flight.fetch_add(1, Relaxed);
+        let response = if started.subscriptions[index]
+            .trigger
+            .bulk_subscribe
+            .is_some()
+            && looks_bulk(&body)
+        {
+            self.deliver_bulk(started, index, &body, &headers).await
+        } else {
+            let status = self.deliver_one(started, index, &body, &headers).await;
+            server::json(StatusCode::OK, &json!({ "status": status_str(status) }))
+        };
+        if self.in_flight.fetch_sub(1, Relaxed) == 1 {
+            self.idle.notify_waiters();
+        }
+        response
+    }
+}
+
+/// Whether a body is a bulk delivery rather than a single CloudEvent.
+fn looks_bulk(body: &[u8]) -> bool {
+    serde_json::from_slice::<BTreeMap<String, Box<RawValue>>>(body)
+        .map(|fields| fields.contains_key("entries"))
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_strings_are_daprs() {
+        assert_eq!(status_str(Status::Success), "SUCCESS");
+        assert_eq!(status_str(Status::Retry), "RETRY");
+        assert_eq!(status_str(Status::Drop), "DROP");
+    }
+}

@@ -1,0 +1,528 @@
+//! End to end under Dapr: a real daprd (built from Go modules by
+//! `scripts/install-dapr.sh`) and a real Redis, with host-bridge as the app.
+//! Publishes go to daprd's HTTP API, never to host-bridge directly.
+
+mod common;
+
+use common::dapr::{DaprApp, Redis, resources, wait_until};
+use common::{client, orders_manifest, test_subscriber_manifest, wasm};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The test subscriber on every topic the Dapr tests use.
+fn subscriber_manifest() -> String {
+    let mut manifest =
+        test_subscriber_manifest(&["record", "flaky", "bulk", "record-py"], 5, "", "");
+    manifest.push_str(&format!(
+        r#"
+[[trigger.pubsub]]
+component = "raw-recorder"
+pubsubname = "pubsub"
+topic = "record-raw"
+metadata = {{ rawPayload = "true" }}
+
+[[trigger.pubsub]]
+component = "raw-recorder"
+pubsubname = "pubsub"
+topic = "drop"
+dead_letter_topic = "record-dead"
+
+[[trigger.pubsub]]
+component = "raw-recorder"
+pubsubname = "pubsub"
+topic = "record-dead"
+
+[component.raw-recorder]
+source = "{}"
+"#,
+        wasm("test_subscriber")
+    ));
+    manifest.replace(
+        "topic = \"bulk\"\n",
+        "topic = \"bulk\"\nbulk_subscribe = { max_messages_count = 50, max_await_duration_ms = 200 }\n",
+    )
+}
+
+const TOPICS: &[&str] = &[
+    "record",
+    "flaky",
+    "bulk",
+    "record-py",
+    "record-raw",
+    "drop",
+    "record-dead",
+];
+
+#[test]
+fn the_orders_app_runs_under_daprd_and_redis() {
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let resources = resources(dir.path(), &redis);
+    let mut app = DaprApp::start(
+        "orders",
+        &orders_manifest(),
+        &resources,
+        &["orders", "orders-deadletter"],
+    );
+    let subscribe: Value = client()
+        .get(format!("{}/dapr/subscribe", app.host.url))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(
+        subscribe,
+        json!([
+            {"pubsubname": "pubsub", "topic": "orders", "route": "/orders-events", "metadata": {}, "deadLetterTopic": "orders-deadletter"},
+            {"pubsubname": "pubsub", "topic": "orders-deadletter", "route": "/orders-deadletter", "metadata": {}}
+        ])
+    );
+
+    let response = app.host.post(
+        "/orders",
+        "application/json",
+        r#"{"orderId":"d-1","customer":"grace","items":[{"sku":"pen","qty":4,"price":1.25}]}"#,
+    );
+    assert_eq!(response.status(), 202);
+    let mut order = Value::Null;
+    wait_until(Duration::from_secs(30), "the order to be processed", || {
+        let response = app.host.get("/orders/d-1");
+        if response.status() == 200 {
+            order = response.json().unwrap();
+            true
+        } else {
+            false
+        }
+    });
+    assert_eq!(order["status"], "processed");
+    assert_eq!(order["total"], 5.0);
+    // The processed order is in Redis, through daprd's state API.
+    let stored: Value = serde_json::from_str(&app.host.state("order-d-1").unwrap()).unwrap();
+    assert_eq!(stored["orderId"], "d-1");
+
+    // A malformed order is dropped by the processor and dead-lettered by daprd.
+    app.host
+        .publish("orders", "bad-d-1", "application/json", r#"{"nope":true}"#);
+    let record = app
+        .host
+        .wait_for_state("deadletter-bad-d-1", Duration::from_secs(30), |_| true);
+    assert!(record.contains("nope"), "{record}");
+}
+
+#[test]
+fn payloads_arrive_byte_for_byte_whatever_their_content_type() {
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let resources = resources(dir.path(), &redis);
+    let mut app = DaprApp::start("contents", &subscriber_manifest(), &resources, TOPICS);
+
+    let all_bytes: Vec<u8> = (0..=255).collect();
+    let cases: Vec<(&str, &str, Vec<u8>)> = vec![
+        (
+            "ct-json",
+            "application/json",
+            br#"{"b": 1, "a": [true, null, "x"]}"#.to_vec(),
+        ),
+        (
+            "ct-text",
+            "text/plain",
+            "héllo\nwörld \"quoted\"".as_bytes().to_vec(),
+        ),
+        ("ct-binary", "application/octet-stream", all_bytes.clone()),
+    ];
+    for (id, content_type, body) in &cases {
+        app.host.publish("record", id, content_type, body.clone());
+    }
+    for (id, content_type, body) in &cases {
+        let record: Value = serde_json::from_str(&app.host.wait_for_state(
+            &format!("received-{id}"),
+            Duration::from_secs(30),
+            |_| true,
+        ))
+        .unwrap();
+        assert_eq!(record["datacontenttype"], *content_type, "{record}");
+        let got = record["data_hex"].as_str().unwrap();
+        if *content_type == "application/json" {
+            // JSON arrives as JSON text with the same value; daprd re-encodes
+            // it inside its envelope, so compare values.
+            let got_bytes: Vec<u8> = (0..got.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&got[i..i + 2], 16).unwrap())
+                .collect();
+            let got_json: Value = serde_json::from_slice(&got_bytes).unwrap();
+            assert_eq!(got_json, serde_json::from_slice::<Value>(body).unwrap());
+        } else {
+            assert_eq!(got, hex(body), "{id}: the payload changed on the way");
+        }
+    }
+
+    // A structured CloudEvent published as such keeps its id, type and data.
+    let event = json!({
+        "specversion": "1.0", "id": "ct-ce", "source": "tests", "type": "test.kind",
+        "datacontenttype": "text/plain", "data": "inside a cloudevent"
+    });
+    app.host.publish(
+        "record",
+        "ignored",
+        "application/cloudevents+json",
+        event.to_string(),
+    );
+    let record: Value = serde_json::from_str(&app.host.wait_for_state(
+        "received-ct-ce",
+        Duration::from_secs(30),
+        |_| true,
+    ))
+    .unwrap();
+    assert_eq!(record["type"], "test.kind");
+    assert_eq!(record["data_hex"], hex(b"inside a cloudevent"));
+
+    // The delivery's trace context reaches the guest.
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let response = client()
+        .post(format!(
+            "{}/v1.0/publish/pubsub/record?metadata.cloudevent.id=traced",
+            app.daprd.url
+        ))
+        .header("content-type", "text/plain")
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .body("traced")
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    let record: Value = serde_json::from_str(&app.host.wait_for_state(
+        "received-traced",
+        Duration::from_secs(30),
+        |_| true,
+    ))
+    .unwrap();
+    assert!(
+        record["traceparent"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(trace_id),
+        "{record}"
+    );
+}
+
+#[test]
+fn a_raw_payload_subscription_gets_the_raw_bytes() {
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let resources = resources(dir.path(), &redis);
+    let mut app = DaprApp::start("raw", &subscriber_manifest(), &resources, TOPICS);
+    let payload: Vec<u8> = vec![0, 1, 2, 255, b'{', b'x'];
+    let response = client()
+        .post(format!(
+            "{}/v1.0/publish/pubsub/record-raw?metadata.rawPayload=true",
+            app.daprd.url
+        ))
+        .header("content-type", "application/octet-stream")
+        .body(payload.clone())
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    let record: Value = serde_json::from_str(&app.host.wait_for_state(
+        "last-record-raw",
+        Duration::from_secs(30),
+        |_| true,
+    ))
+    .unwrap();
+    assert_eq!(record["data_hex"], hex(&payload), "{record}");
+}
+
+#[test]
+fn retry_is_redelivered_and_drop_is_dead_lettered_by_daprd() {
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let resources = resources(dir.path(), &redis);
+    let mut app = DaprApp::start("retries", &subscriber_manifest(), &resources, TOPICS);
+
+    app.host
+        .publish("flaky", "dapr-flaky-1", "text/plain", "again");
+    app.host
+        .wait_for_state("attempts-dapr-flaky-1", Duration::from_secs(60), |v| {
+            v == "3"
+        });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        app.host.state("attempts-dapr-flaky-1").as_deref(),
+        Some("3")
+    );
+
+    app.host
+        .publish("drop", "dapr-drop-1", "text/plain", "unwanted");
+    let record: Value = serde_json::from_str(&app.host.wait_for_state(
+        "last-record-dead",
+        Duration::from_secs(60),
+        |_| true,
+    ))
+    .unwrap();
+    assert_eq!(record["data_hex"], hex(b"unwanted"), "{record}");
+    assert_eq!(app.host.state("attempts-dapr-drop-1").as_deref(), Some("1"));
+}
+
+#[test]
+fn bulk_deliveries_come_in_batches_and_retry_only_the_failed_entry() {
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let resources = resources(dir.path(), &redis);
+    let mut app = DaprApp::start("bulk", &subscriber_manifest(), &resources, TOPICS);
+    for i in 0..500 {
+        let body = if i == 250 {
+            "retry-once".to_owned()
+        } else {
+            format!("message {i}")
+        };
+        app.host
+            .publish("bulk", &format!("bulk-{i}"), "text/plain", body);
+    }
+    app.host
+        .wait_for_state("attempts-bulk-250", Duration::from_secs(120), |v| v == "2");
+    for i in 0..500 {
+        let key = format!("attempts-bulk-{i}");
+        let expected = if i == 250 { "2" } else { "1" };
+        let value = app
+            .host
+            .wait_for_state(&key, Duration::from_secs(60), |_| true);
+        assert_eq!(value, expected, "{key}");
+    }
+    let batches = app.host.metric("host_bridge_bulk_batches_total");
+    assert!(
+        batches > 0 && batches < 500,
+        "500 messages came in {batches} batches"
+    );
+    assert_eq!(
+        app.host
+            .metric("host_bridge_deliveries_total{outcome=\"retry\"}"),
+        1
+    );
+}
+
+#[test]
+fn two_replicas_share_the_work_and_lose_nothing() {
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let resources = resources(dir.path(), &redis);
+    let manifest = test_subscriber_manifest(&["record"], 5, "", "");
+    let a = DaprApp::start("replicated", &manifest, &resources, &["record"]);
+    let mut b = DaprApp::start("replicated", &manifest, &resources, &["record"]);
+    for i in 0..1000 {
+        a.host
+            .publish("record", &format!("r-{i}"), "text/plain", format!("m{i}"));
+    }
+    for i in 0..1000 {
+        b.host
+            .wait_for_state(&format!("received-r-{i}"), Duration::from_secs(120), |_| {
+                true
+            });
+    }
+    let handled_a = a
+        .host
+        .metric("host_bridge_deliveries_total{outcome=\"success\"}");
+    let handled_b = b
+        .host
+        .metric("host_bridge_deliveries_total{outcome=\"success\"}");
+    assert!(
+        handled_a > 0 && handled_b > 0,
+        "one replica did everything: {handled_a} / {handled_b}"
+    );
+    assert!(
+        handled_a + handled_b >= 1000,
+        "{handled_a} + {handled_b} < 1000"
+    );
+}
+
+#[test]
+fn tokens_are_required_in_both_directions() {
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let resources = resources(dir.path(), &redis);
+    let env = [
+        ("APP_API_TOKEN", "app-secret".to_owned()),
+        ("DAPR_API_TOKEN", "sidecar-secret".to_owned()),
+    ];
+    // daprd only subscribes the app if its calls carry APP_API_TOKEN...
+    let mut app =
+        DaprApp::start_with_env("tokens", &orders_manifest(), &resources, &["orders"], &env);
+    // ...and host-bridge refuses every other caller, except on /healthz.
+    assert_eq!(app.host.get("/healthz").status(), 200);
+    assert_eq!(app.host.get("/orders/t-1").status(), 401);
+    assert_eq!(app.host.get("/dapr/subscribe").status(), 401);
+    assert_eq!(
+        app.host.get_with_token("/orders/t-1", "wrong").status(),
+        401
+    );
+    assert_eq!(
+        app.host
+            .get_with_token("/orders/t-1", "app-secret")
+            .status(),
+        404
+    );
+    // The guest's publish reaches daprd only because host-bridge sends DAPR_API_TOKEN.
+    let response = client()
+        .post(format!("{}/orders", app.host.url))
+        .header("dapr-api-token", "app-secret")
+        .header("content-type", "application/json")
+        .body(r#"{"orderId":"t-1","customer":"ada","items":[{"sku":"a","qty":1,"price":2}]}"#)
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    wait_until(Duration::from_secs(30), "the order to be processed", || {
+        app.host
+            .get_with_token("/orders/t-1", "app-secret")
+            .status()
+            == 200
+    });
+    let _ = app.host.drain_log();
+}
+
+#[test]
+fn the_official_python_sdk_publishes_to_a_wasm_subscriber() {
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let resources = resources(dir.path(), &redis);
+    let mut app = DaprApp::start("python", &subscriber_manifest(), &resources, TOPICS);
+    let script = r#"
+from dapr.clients import DaprClient
+with DaprClient() as client:
+    client.publish_event(pubsub_name="pubsub", topic_name="record-py", data=b"hello from python", data_content_type="text/plain")
+"#;
+    let output = std::process::Command::new("python3")
+        .args(["-c", script])
+        .env("DAPR_GRPC_PORT", app.daprd.grpc_port.to_string())
+        .env("DAPR_HTTP_PORT", app.daprd.http_port.to_string())
+        .output()
+        .expect("cannot run python3");
+    assert!(
+        output.status.success(),
+        "the Dapr Python SDK failed (make test installs it with pip):\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let record: Value = serde_json::from_str(&app.host.wait_for_state(
+        "last-record-py",
+        Duration::from_secs(30),
+        |_| true,
+    ))
+    .unwrap();
+    assert_eq!(record["data_hex"], hex(b"hello from python"), "{record}");
+}
+
+/// The README's command, literally (with free ports): `dapr run --app-id
+/// orders --app-port P --resources-path ./components -- host-bridge up`.
+#[test]
+fn the_documented_dapr_run_command_serves_the_orders_app() {
+    use std::os::unix::process::CommandExt as _;
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    resources(dir.path(), &redis);
+    std::fs::write(dir.path().join("spin.toml"), orders_manifest()).unwrap();
+    let (app_port, http_port) = (common::free_port(), common::free_port());
+    let dapr = std::env::var("DAPR_CLI").unwrap_or_else(|_| "dapr".into());
+    let log = std::fs::File::create(dir.path().join("dapr-run.log")).unwrap();
+    let child = std::process::Command::new(&dapr)
+        .current_dir(dir.path())
+        .args([
+            "run",
+            "--app-id",
+            "orders",
+            "--app-port",
+            &app_port.to_string(),
+        ])
+        .args(["--resources-path", "./components"])
+        .args([
+            "--dapr-http-port",
+            &http_port.to_string(),
+            "--metrics-port",
+            &common::free_port().to_string(),
+        ])
+        .args(["--placement-host-address", ""])
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_host-bridge"))
+        .args(["up", "--cache-dir"])
+        .arg(common::workspace().join("target/host-bridge-test-cache"))
+        .env_remove("DAPR_HTTP_PORT")
+        .env_remove("APP_PORT")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run `{dapr}` (make test installs the Dapr CLI): {e}"));
+    let _group = ProcessGroup(child);
+    let app = format!("http://127.0.0.1:{app_port}");
+    let run_log = || std::fs::read_to_string(dir.path().join("dapr-run.log")).unwrap_or_default();
+    wait_until(
+        Duration::from_secs(90),
+        "the app to be healthy under dapr run",
+        || {
+            client()
+                .get(format!("{app}/healthz"))
+                .send()
+                .is_ok_and(|r| r.status() == 200)
+        },
+    );
+    let metadata = format!("http://127.0.0.1:{http_port}/v1.0/metadata");
+    wait_until(
+        Duration::from_secs(60),
+        "daprd to subscribe the app",
+        || {
+            client()
+                .get(&metadata)
+                .send()
+                .ok()
+                .and_then(|r| r.json::<Value>().ok())
+                .is_some_and(|m| {
+                    m["subscriptions"]
+                        .as_array()
+                        .is_some_and(|s| s.iter().any(|s| s["topic"] == "orders"))
+                })
+        },
+    );
+    let response = client()
+        .post(format!("{app}/orders"))
+        .header("content-type", "application/json")
+        .body(
+            r#"{"orderId":"run-1","customer":"ada","items":[{"sku":"book","qty":2,"price":12.5}]}"#,
+        )
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 202, "{}", run_log());
+    wait_until(Duration::from_secs(30), "the order to be processed", || {
+        client()
+            .get(format!("{app}/orders/run-1"))
+            .send()
+            .is_ok_and(|r| r.status() == 200)
+    });
+    let order: Value = client()
+        .get(format!("{app}/orders/run-1"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(order["total"], 25.0);
+    assert!(
+        run_log().contains("broker: dapr"),
+        "host-bridge did not pick the Dapr backend:\n{}",
+        run_log()
+    );
+}
+
+/// Kills a whole process group (the Dapr CLI, its daprd and the app) on drop.
+struct ProcessGroup(std::process::Child);
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.0.id());
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", "--", &group])
+            .status();
+        std::thread::sleep(Duration::from_millis(500));
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .status();
+        let _ = self.0.wait();
+    }
+}
