@@ -4,8 +4,9 @@
 //! Dapr). The listener is bound before any component compiles, so a caller
 //! that dials early (daprd dials the app port every 100 ms) gets an answer:
 //! `/healthz` says 503 `starting` until every component is compiled and the
-//! triggers are serving, and 200 from then on. Everything else answers 503
-//! while starting.
+//! triggers are serving, and 200 from then on. Any other request that
+//! arrives while starting waits until the app is ready (at most
+//! [`STARTUP_WAIT`], then 503).
 //!
 //! Once ready, a request goes to the first [`Endpoint`] that serves its
 //! method and path: the host's own (`/healthz`, `/metrics`), then the
@@ -20,6 +21,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 use tokio::net::TcpListener;
 
 /// The body of every response the server sends.
@@ -72,10 +74,15 @@ pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Resp
 /// Decides which endpoint answers a request.
 pub struct Router {
     endpoints: OnceLock<Vec<Arc<dyn Endpoint>>>,
+    /// Signalled when `endpoints` is set.
+    ready: tokio::sync::Notify,
     metrics: Arc<Metrics>,
     /// `APP_API_TOKEN`: when set, every request but `/healthz` must carry it.
     app_token: Option<String>,
 }
+
+/// How long a request that arrives during startup waits for the app to be ready.
+pub const STARTUP_WAIT: Duration = Duration::from_secs(120);
 
 /// The header daprd and apps authenticate each other with.
 pub const TOKEN_HEADER: &str = "dapr-api-token";
@@ -91,6 +98,7 @@ impl Router {
     pub fn new(metrics: Arc<Metrics>, app_token: Option<String>) -> Arc<Router> {
         Arc::new(Router {
             endpoints: OnceLock::new(),
+            ready: tokio::sync::Notify::new(),
             metrics,
             app_token,
         })
@@ -100,6 +108,26 @@ impl Router {
     /// every component is compiled and every trigger is serving.
     pub fn set_ready(&self, endpoints: Vec<Arc<dyn Endpoint>>) {
         let _ = self.endpoints.set(endpoints);
+        self.ready.notify_waiters();
+    }
+
+    /// The endpoints, waiting up to [`STARTUP_WAIT`] for them to be mounted.
+    ///
+    /// A request that arrives while components compile waits rather than
+    /// failing: daprd asks for `/dapr/subscribe` only once, as soon as the
+    /// port answers, and a 503 there would leave the app with no
+    /// subscriptions. Only `/healthz` answers at once.
+    async fn endpoints(&self) -> Option<&[Arc<dyn Endpoint>]> {
+        let deadline = tokio::time::Instant::now() + STARTUP_WAIT;
+        loop {
+            let notified = self.ready.notified();
+            if let Some(endpoints) = self.endpoints.get() {
+                return Some(endpoints);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.endpoints.get().map(Vec::as_slice);
+            }
+        }
     }
 
     async fn route(&self, request: Request) -> Response {
@@ -120,18 +148,18 @@ impl Router {
                 );
             }
         }
-        let Some(endpoints) = self.endpoints.get() else {
-            return match path {
-                "/healthz" => json(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &serde_json::json!({ "status": "starting" }),
-                ),
-                _ => error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "ERR_NOT_READY",
-                    "host-bridge is starting: components are still compiling",
-                ),
-            };
+        if path == "/healthz" && self.endpoints.get().is_none() {
+            return json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &serde_json::json!({ "status": "starting" }),
+            );
+        }
+        let Some(endpoints) = self.endpoints().await else {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ERR_NOT_READY",
+                "host-bridge is still starting: components are compiling",
+            );
         };
         match (method, path) {
             (&Method::GET, "/healthz") => {

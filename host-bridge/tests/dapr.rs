@@ -29,16 +29,20 @@ metadata = {{ rawPayload = "true" }}
 component = "raw-recorder"
 pubsubname = "pubsub"
 topic = "drop"
-dead_letter_topic = "record-dead"
+dead_letter_topic = "dead-letters"
 
 [[trigger.pubsub]]
-component = "raw-recorder"
+component = "dead-letter"
 pubsubname = "pubsub"
-topic = "record-dead"
+topic = "dead-letters"
+
+[component.dead-letter]
+source = "{}"
 
 [component.raw-recorder]
 source = "{}"
 "#,
+        wasm("dead_letter"),
         wasm("test_subscriber")
     ));
     manifest.replace(
@@ -54,7 +58,7 @@ const TOPICS: &[&str] = &[
     "record-py",
     "record-raw",
     "drop",
-    "record-dead",
+    "dead-letters",
 ];
 
 #[test]
@@ -255,13 +259,10 @@ fn retry_is_redelivered_and_drop_is_dead_lettered_by_daprd() {
 
     app.host
         .publish("drop", "dapr-drop-1", "text/plain", "unwanted");
-    let record: Value = serde_json::from_str(&app.host.wait_for_state(
-        "last-record-dead",
-        Duration::from_secs(60),
-        |_| true,
-    ))
-    .unwrap();
-    assert_eq!(record["data_hex"], hex(b"unwanted"), "{record}");
+    // The dead-letter component records what it got, under the original id.
+    let record = app.host.wait_for_state("deadletter-dapr-drop-1", Duration::from_secs(60), |_| true);
+    let record: Value = serde_json::from_str(&record).unwrap();
+    assert_eq!(record["data"], "unwanted", "{record}");
     assert_eq!(app.host.state("attempts-dapr-drop-1").as_deref(), Some("1"));
 }
 

@@ -106,11 +106,20 @@ fn record(event: &Event) -> Status {
         "metadata": event.metadata,
         "data_hex": hex,
     });
-    match state::save(
+    let record = record.to_string();
+    let saved = state::save(
         STATE_STORE,
         &format!("received-{}", event.id),
-        record.to_string().as_bytes(),
-    ) {
+        record.as_bytes(),
+    )
+    .and_then(|()| {
+        state::save(
+            STATE_STORE,
+            &format!("last-{}", event.topic),
+            record.as_bytes(),
+        )
+    });
+    match saved {
         Ok(()) => Status::Success,
         Err(_) => Status::Retry,
     }
