@@ -239,18 +239,29 @@ fn print_summary(
     } else {
         println!("  subscriptions:");
     }
+    let dapr = broker.name() == "dapr";
     for t in &manifest.pubsub_triggers {
         let dead_letter = t
             .dead_letter_topic
             .as_deref()
             .map(|d| format!(" (dead letters to {d})"))
             .unwrap_or_default();
+        // Under Dapr, daprd delivers to the subscription's route.
+        let route = if dapr {
+            format!(" at {}", t.route)
+        } else {
+            String::new()
+        };
         println!(
-            "    {}/{:<18} -> {}{dead_letter}",
+            "    {}/{:<18} -> {}{route}{dead_letter}",
             t.pubsubname, t.topic, t.component
         );
     }
-    println!(
-        "  host endpoints: /healthz /metrics /v1.0/publish/{{pubsubname}}/{{topic}} /v1.0/state/{{store}}/{{key}}"
-    );
+    if dapr {
+        println!("  host endpoints: /healthz /metrics /dapr/subscribe");
+    } else {
+        println!(
+            "  host endpoints: /healthz /metrics /v1.0/publish/{{pubsubname}}/{{topic}} /v1.0/state/{{store}}/{{key}}"
+        );
+    }
 }

@@ -126,10 +126,18 @@ fn payloads_arrive_byte_for_byte_whatever_their_content_type() {
 
     let all_bytes: Vec<u8> = (0..=255).collect();
     let cases: Vec<(&str, &str, Vec<u8>)> = vec![
+        // Compact, with sorted keys: the form daprd itself writes JSON in.
         (
             "ct-json",
             "application/json",
-            br#"{"b": 1, "a": [true, null, "x"]}"#.to_vec(),
+            br#"{"a":[true,null,"x\"y"],"b":{"c":1.5}}"#.to_vec(),
+        ),
+        // Any other JSON text: daprd decodes it into its envelope and
+        // re-encodes it, so the value arrives, not the spelling.
+        (
+            "ct-json-loose",
+            "application/json",
+            br#"{"b": 1,  "a": [true, null, "x"]}"#.to_vec(),
         ),
         (
             "ct-text",
@@ -150,9 +158,7 @@ fn payloads_arrive_byte_for_byte_whatever_their_content_type() {
         .unwrap();
         assert_eq!(record["datacontenttype"], *content_type, "{record}");
         let got = record["data_hex"].as_str().unwrap();
-        if *content_type == "application/json" {
-            // JSON arrives as JSON text with the same value; daprd re-encodes
-            // it inside its envelope, so compare values.
+        if *id == "ct-json-loose" {
             let got_bytes: Vec<u8> = (0..got.len())
                 .step_by(2)
                 .map(|i| u8::from_str_radix(&got[i..i + 2], 16).unwrap())
@@ -260,7 +266,9 @@ fn retry_is_redelivered_and_drop_is_dead_lettered_by_daprd() {
     app.host
         .publish("drop", "dapr-drop-1", "text/plain", "unwanted");
     // The dead-letter component records what it got, under the original id.
-    let record = app.host.wait_for_state("deadletter-dapr-drop-1", Duration::from_secs(60), |_| true);
+    let record = app
+        .host
+        .wait_for_state("deadletter-dapr-drop-1", Duration::from_secs(60), |_| true);
     let record: Value = serde_json::from_str(&record).unwrap();
     assert_eq!(record["data"], "unwanted", "{record}");
     assert_eq!(app.host.state("attempts-dapr-drop-1").as_deref(), Some("1"));
