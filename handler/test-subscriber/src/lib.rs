@@ -16,7 +16,8 @@
 //! Every delivery first increments `attempts-{id}` in the state store, so a
 //! test can count deliveries even of guests that then crash. The count is
 //! the only way: each delivery runs in a fresh instance with no memory of
-//! the last.
+//! the last. It is a read-modify-write, so it counts deliveries that follow
+//! each other (redeliveries), not concurrent ones (fan-out).
 
 wit_bindgen::generate!({ path: "../../wit", world: "subscriber-component" });
 
