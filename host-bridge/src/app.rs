@@ -147,7 +147,15 @@ pub async fn up(options: UpOptions, shutdown: impl Future<Output = ()>) -> anyho
 /// broker does) cannot be expressed under Dapr.
 fn check_one_subscription_per_topic(manifest: &Manifest) -> anyhow::Result<()> {
     let mut seen = std::collections::BTreeMap::new();
-    for t in &manifest.pubsub_triggers {
+    // Triggers routed with `match` share one subscription by design.
+    for t in manifest.pubsub_triggers.iter().filter(|t| t.rule.is_none()) {
+        if manifest
+            .pubsub_triggers
+            .iter()
+            .any(|o| o.rule.is_some() && o.topic == t.topic && o.pubsubname == t.pubsubname)
+        {
+            continue;
+        }
         if let Some(other) = seen.insert((&t.pubsubname, &t.topic), &t.component) {
             anyhow::bail!(
                 "{}: components `{other}` and `{}` both subscribe to {}/{}; under Dapr an app has one subscription per topic, \

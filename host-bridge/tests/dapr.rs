@@ -535,3 +535,30 @@ impl Drop for ProcessGroup {
         let _ = self.0.wait();
     }
 }
+
+#[test]
+fn match_rules_become_dapr_routes() {
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let resources = resources(dir.path(), &redis);
+    let mut app = DaprApp::start(
+        "routed",
+        &common::routed_manifest(),
+        &resources,
+        &["record-routed"],
+    );
+    let subscribe: Value = client()
+        .get(format!("{}/dapr/subscribe", app.host.url))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(
+        subscribe,
+        json!([{
+            "pubsubname": "pubsub", "topic": "record-routed", "metadata": {},
+            "routes": {"rules": [{"match": "event.type == \"widget\"", "path": "/widgets"}], "default": "/others"}
+        }])
+    );
+    common::check_routing(&mut app.host);
+}

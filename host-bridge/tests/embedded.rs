@@ -232,3 +232,9 @@ fn a_guest_sees_only_what_its_manifest_grants() {
         "{seen}"
     );
 }
+
+#[test]
+fn match_rules_route_each_event_to_one_component() {
+    let mut host = Host::start(&common::routed_manifest());
+    common::check_routing(&mut host);
+}

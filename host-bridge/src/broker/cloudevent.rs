@@ -186,7 +186,7 @@ pub fn essence(content_type: &str) -> String {
 }
 
 /// Whether a content type says its payload is JSON (`application/json`, `…+json`).
-fn is_json(content_type: &str) -> bool {
+pub fn is_json(content_type: &str) -> bool {
     let essence = essence(content_type);
     essence == "application/json" || (essence.ends_with("+json") && essence != CLOUDEVENTS_JSON)
 }

@@ -22,6 +22,7 @@
 use super::cloudevent;
 use super::{DeliveryTarget, Metrics, Subscription};
 use crate::host::bindings::{Event, Status};
+use crate::manifest::PubsubTrigger;
 use crate::server::{self, Endpoint, Request, Response};
 use async_trait::async_trait;
 use base64::Engine as _;
@@ -85,26 +86,55 @@ impl DaprAppProtocol {
         }
     }
 
-    /// The `/dapr/subscribe` answer.
+    /// The `/dapr/subscribe` answer: one entry per pub/sub and topic. A
+    /// topic whose triggers use `match` gets `routes` (the rules in manifest
+    /// order, and the trigger without a rule as `default`); any other gets
+    /// its trigger's `route`.
     pub fn subscribe_json(&self) -> Value {
         let Some(started) = self.started.get() else {
             return json!([]);
         };
-        let entries: Vec<Value> = started
-            .subscriptions
-            .iter()
-            .map(|s| {
-                let t = &s.trigger;
+        let mut topics: Vec<(&str, &str, Vec<&PubsubTrigger>)> = Vec::new();
+        for s in &started.subscriptions {
+            let t = &s.trigger;
+            match topics
+                .iter_mut()
+                .find(|(p, topic, _)| *p == t.pubsubname && *topic == t.topic)
+            {
+                Some((_, _, group)) => group.push(t),
+                None => topics.push((&t.pubsubname, &t.topic, vec![t])),
+            }
+        }
+        let entries: Vec<Value> = topics
+            .into_iter()
+            .map(|(pubsubname, topic, group)| {
+                let first = group[0];
                 let mut entry = json!({
-                    "pubsubname": t.pubsubname,
-                    "topic": t.topic,
-                    "route": t.route,
-                    "metadata": t.metadata,
+                    "pubsubname": pubsubname,
+                    "topic": topic,
+                    "metadata": first.metadata,
                 });
-                if let Some(dlt) = &t.dead_letter_topic {
+                if group.iter().any(|t| t.rule.is_some()) {
+                    let rules: Vec<Value> = group
+                        .iter()
+                        .filter_map(|t| {
+                            t.rule
+                                .as_ref()
+                                .map(|rule| json!({ "match": rule, "path": t.route }))
+                        })
+                        .collect();
+                    let mut routes = json!({ "rules": rules });
+                    if let Some(default) = group.iter().find(|t| t.rule.is_none()) {
+                        routes["default"] = default.route.clone().into();
+                    }
+                    entry["routes"] = routes;
+                } else {
+                    entry["route"] = first.route.clone().into();
+                }
+                if let Some(dlt) = &first.dead_letter_topic {
                     entry["deadLetterTopic"] = dlt.clone().into();
                 }
-                if let Some(bulk) = &t.bulk_subscribe {
+                if let Some(bulk) = &first.bulk_subscribe {
                     entry["bulkSubscribe"] = json!({
                         "enabled": true,
                         "maxMessagesCount": bulk.max_messages_count,

@@ -5,7 +5,8 @@
 //! process exits. Within a run it keeps Dapr's delivery contract:
 //!
 //! - **Fan-out.** Every subscription on a topic gets its own copy of every
-//!   message published to it.
+//!   message published to it; on a topic routed with `match` rules, the
+//!   first matching trigger (else the default) gets it, as under Dapr.
 //! - **At least once.** A message stays with the broker until its guest has
 //!   answered SUCCESS or DROP; only then is it acked (forgotten).
 //! - **Redelivery.** RETRY (and a trap, panic or timeout, which the trigger
@@ -22,6 +23,7 @@
 //! once, so one slow or retrying message does not hold up the others; like
 //! Dapr with most brokers, order is therefore not guaranteed.
 
+use super::routing::Rule;
 use super::sidecar_api::SidecarApi;
 use super::{Broker, DeliveryTarget, Metrics, StateStore, Subscription, cloudevent};
 use crate::host::bindings::{Event, Message, PublishError, StateError, Status};
@@ -47,6 +49,16 @@ struct Envelope {
 
 type TopicKey = (String, String);
 
+/// One subscription's queue on a topic.
+struct Queue {
+    tx: mpsc::UnboundedSender<Envelope>,
+    /// Whether the topic is routed with `match` rules: then each message
+    /// goes to one routed queue, not to all.
+    routed: bool,
+    /// The queue's rule; `None` on a routed topic is the default.
+    rule: Option<Rule>,
+}
+
 /// The embedded in-memory broker.
 pub struct EmbeddedBroker {
     inner: Arc<Inner>,
@@ -60,7 +72,7 @@ struct Inner {
     policy: DeliveryPolicy,
     metrics: Arc<Metrics>,
     /// Each topic's subscription queues. Filled once, by `start`.
-    topics: RwLock<HashMap<TopicKey, Vec<mpsc::UnboundedSender<Envelope>>>>,
+    topics: RwLock<HashMap<TopicKey, Vec<Queue>>>,
     /// Signalled whenever the in-flight count drops to zero.
     idle: Notify,
 }
@@ -112,13 +124,24 @@ impl Broker for EmbeddedBroker {
         target: Arc<dyn DeliveryTarget>,
     ) -> Arc<dyn Endpoint> {
         let mut topics = self.inner.topics.write().unwrap_or_else(|e| e.into_inner());
+        let key = |s: &Subscription| (s.trigger.pubsubname.clone(), s.trigger.topic.clone());
+        let routed: Vec<TopicKey> = subscriptions
+            .iter()
+            .filter(|s| s.trigger.rule.is_some())
+            .map(key)
+            .collect();
         for subscription in subscriptions {
             let (tx, rx) = mpsc::unbounded_channel();
-            let key = (
-                subscription.trigger.pubsubname.clone(),
-                subscription.trigger.topic.clone(),
-            );
-            topics.entry(key).or_default().push(tx);
+            let rule = subscription.trigger.rule.as_deref().and_then(|source| {
+                Rule::compile(source)
+                    .inspect_err(|e| tracing::error!(component = %subscription.trigger.component, "match: {e}"))
+                    .ok()
+            });
+            topics.entry(key(&subscription)).or_default().push(Queue {
+                tx,
+                routed: routed.contains(&key(&subscription)),
+                rule,
+            });
             tokio::spawn(run_subscription(
                 self.inner.clone(),
                 Arc::new(subscription),
@@ -163,10 +186,25 @@ impl Inner {
             tracing::debug!(%pubsubname, %topic, id = %envelope.event.id, "no subscriber; message discarded");
             return;
         };
-        for queue in queues {
+        let mut send = |queue: &Queue| {
             self.metrics.in_flight.fetch_add(1, Relaxed);
-            if queue.send(envelope.clone()).is_err() {
+            if queue.tx.send(envelope.clone()).is_err() {
                 self.finished();
+            }
+        };
+        queues.iter().filter(|q| !q.routed).for_each(&mut send);
+        let mut routed = queues.iter().filter(|q| q.routed).peekable();
+        if routed.peek().is_some() {
+            let routed: Vec<&Queue> = routed.collect();
+            let chosen = routed
+                .iter()
+                .find(|q| q.rule.as_ref().is_some_and(|r| r.matches(&envelope.event)))
+                .or_else(|| routed.iter().find(|q| q.rule.is_none()));
+            match chosen {
+                Some(queue) => send(queue),
+                None => {
+                    tracing::debug!(%pubsubname, %topic, id = %envelope.event.id, "no rule matched and there is no default; message discarded")
+                }
             }
         }
     }

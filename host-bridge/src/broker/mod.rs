@@ -13,6 +13,7 @@ pub mod dapr;
 pub mod dapr_app;
 pub mod embedded;
 mod metrics;
+mod routing;
 pub mod sidecar_api;
 
 pub use metrics::Metrics;

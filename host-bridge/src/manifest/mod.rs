@@ -93,6 +93,11 @@ pub struct PubsubTrigger {
     /// Subscription metadata passed to Dapr unchanged, such as `rawPayload`.
     pub metadata: BTreeMap<String, String>,
     pub bulk_subscribe: Option<BulkSubscribe>,
+    /// `match`: a CEL expression over `event`. Triggers on one topic that use
+    /// it form one routed subscription (Dapr's `routes.rules`): each event
+    /// goes to the first trigger whose rule holds, else to the one trigger
+    /// without a rule (the `default`), if any.
+    pub rule: Option<String>,
 }
 
 impl PubsubTrigger {
@@ -268,6 +273,8 @@ struct RawPubsubTrigger {
     #[serde(default)]
     metadata: BTreeMap<String, String>,
     bulk_subscribe: Option<BulkSubscribe>,
+    #[serde(rename = "match")]
+    rule: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -504,6 +511,11 @@ impl Manifest {
                 Ok(_) => {}
                 Err(e) => problems.push(format!("{here} route: {e}")),
             }
+            if let Some(rule) = &t.rule
+                && let Err(e) = compile_cel(rule)
+            {
+                problems.push(format!("{here} match: {e}"));
+            }
             pubsub_triggers.push(PubsubTrigger {
                 component: t.component,
                 pubsubname: t.pubsubname,
@@ -512,8 +524,10 @@ impl Manifest {
                 dead_letter_topic: t.dead_letter_topic,
                 metadata: t.metadata,
                 bulk_subscribe: t.bulk_subscribe,
+                rule: t.rule,
             });
         }
+        check_routed_topics(&pubsub_triggers, problems);
         if http_triggers.is_empty() && pubsub_triggers.is_empty() && problems.0.is_empty() {
             problems.push(
                 "the manifest has no [[trigger.http]] and no [[trigger.pubsub]]: nothing would run"
@@ -534,6 +548,58 @@ impl Manifest {
     /// The component named `id`.
     pub fn component(&self, id: &str) -> Option<&Component> {
         self.components.get(id)
+    }
+}
+
+/// Compiles a `match` expression. The CEL parser panics on some malformed
+/// input instead of returning an error, so the panic is caught and turned
+/// into one: a typo in a manifest must never take the host down.
+pub fn compile_cel(source: &str) -> Result<cel_interpreter::Program, String> {
+    let compiled = std::panic::catch_unwind(|| cel_interpreter::Program::compile(source));
+    match compiled {
+        Ok(Ok(program)) => Ok(program),
+        Ok(Err(e)) => Err(format!("{source:?} is not a valid CEL expression: {e}")),
+        Err(_) => Err(format!(
+            "{source:?} is not a valid CEL expression (the parser gave up)"
+        )),
+    }
+}
+
+/// Triggers on one topic either all go without `match` (each gets every
+/// message), or form one routed subscription: rules, at most one default,
+/// and the settings of one Dapr subscription (dead-letter topic, metadata,
+/// bulk) shared by all.
+fn check_routed_topics(triggers: &[PubsubTrigger], problems: &mut Problems) {
+    let mut topics: BTreeMap<(&str, &str), Vec<&PubsubTrigger>> = BTreeMap::new();
+    for t in triggers {
+        topics.entry((&t.pubsubname, &t.topic)).or_default().push(t);
+    }
+    for ((pubsubname, topic), group) in topics {
+        if group.iter().all(|t| t.rule.is_none()) {
+            continue;
+        }
+        let here = format!("[[trigger.pubsub]] on {pubsubname}/{topic}");
+        let defaults: Vec<&str> = group
+            .iter()
+            .filter(|t| t.rule.is_none())
+            .map(|t| t.component.as_str())
+            .collect();
+        if defaults.len() > 1 {
+            problems.push(format!(
+                "{here}: some triggers use `match`, so at most one may go without it (the default); found {}",
+                defaults.join(", ")
+            ));
+        }
+        let first = group[0];
+        if group.iter().any(|t| {
+            t.dead_letter_topic != first.dead_letter_topic
+                || t.metadata != first.metadata
+                || t.bulk_subscribe != first.bulk_subscribe
+        }) {
+            problems.push(format!(
+                "{here}: triggers routed with `match` form one subscription, so they must agree on dead_letter_topic, metadata and bulk_subscribe"
+            ));
+        }
     }
 }
 

@@ -213,3 +213,40 @@ fn an_unreadable_file_is_named() {
         .to_string();
     assert!(err.contains("/nonexistent/spin.toml"), "{err}");
 }
+
+#[test]
+fn match_rules_are_checked() {
+    let routed = |second: &str| {
+        GOOD.replace(
+            "[component.order-api]",
+            &format!(
+                "[[trigger.pubsub]]\ncomponent = \"order-api\"\npubsubname = \"pubsub\"\ntopic = \"orders\"\nroute = \"/two\"\ndead_letter_topic = \"orders-dead\"\nmetadata = {{ rawPayload = \"true\" }}\nbulk_subscribe = {{ max_messages_count = 10 }}\n{second}\n[component.order-api]"
+            ),
+        )
+    };
+    let (_dir, path) = app(&routed("match = 'event.type == \"x\"'"), true);
+    let m = Manifest::load(&path).unwrap();
+    assert_eq!(
+        m.pubsub_triggers[1].rule.as_deref(),
+        Some("event.type == \"x\"")
+    );
+
+    // A routed trigger that disagrees on the shared subscription settings.
+    let err = load_err(&routed("match = 'true'").replace(
+        "route = \"/two\"\ndead_letter_topic = \"orders-dead\"",
+        "route = \"/two\"\ndead_letter_topic = \"elsewhere\"",
+    ));
+    assert!(err.contains("must agree on dead_letter_topic"), "{err}");
+    let err = load_err(&routed("match = 'event.type =='"));
+    assert!(
+        err.contains("match:") && err.contains("not a valid CEL expression"),
+        "{err}"
+    );
+    // Both without a rule next to a routed one: which is the default?
+    let three = routed("match = 'true'").replace(
+        "[component.order-api]",
+        "[[trigger.pubsub]]\ncomponent = \"order-api\"\npubsubname = \"pubsub\"\ntopic = \"orders\"\nroute = \"/three\"\n[component.order-api]",
+    );
+    let err = load_err(&three);
+    assert!(err.contains("at most one may go without it"), "{err}");
+}

@@ -211,7 +211,10 @@ impl Host {
     }
 
     /// Adds the API token, if the sidecar wants one.
-    fn api(&self, request: reqwest::blocking::RequestBuilder) -> reqwest::blocking::RequestBuilder {
+    pub fn api(
+        &self,
+        request: reqwest::blocking::RequestBuilder,
+    ) -> reqwest::blocking::RequestBuilder {
         match &self.api_token {
             Some(token) => request.header("dapr-api-token", token),
             None => request,
@@ -362,4 +365,67 @@ max_backoff_ms = 100
         wasm("test_subscriber")
     ));
     text
+}
+
+/// A manifest routing topic `record-routed` by CEL: events of type `widget`
+/// to the test subscriber (which records them as `received-{id}`), all
+/// others to the dead-letter component (which records `deadletter-{id}`).
+pub fn routed_manifest() -> String {
+    format!(
+        r#"spin_manifest_version = 2
+[application]
+name = "routed"
+
+[[trigger.pubsub]]
+component = "test-subscriber"
+pubsubname = "pubsub"
+topic = "record-routed"
+route = "/widgets"
+match = 'event.type == "widget"'
+
+[[trigger.pubsub]]
+component = "dead-letter"
+pubsubname = "pubsub"
+topic = "record-routed"
+route = "/others"
+
+[component.test-subscriber]
+source = "{}"
+
+[component.dead-letter]
+source = "{}"
+"#,
+        wasm("test_subscriber"),
+        wasm("dead_letter")
+    )
+}
+
+/// Publishes a widget and a gadget, and checks each reached only its component.
+pub fn check_routing(host: &mut Host) {
+    for (id, kind) in [("w-1", "widget"), ("g-1", "gadget")] {
+        let url = format!(
+            "{}/v1.0/publish/pubsub/record-routed?metadata.cloudevent.id={id}&metadata.cloudevent.type={kind}",
+            host.api_url
+        );
+        let response = host
+            .api(client().post(url))
+            .header("content-type", "text/plain")
+            .body(kind)
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 204);
+    }
+    host.wait_for_state("received-w-1", Duration::from_secs(30), |_| true);
+    host.wait_for_state("deadletter-g-1", Duration::from_secs(30), |_| true);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        host.state("deadletter-w-1"),
+        None,
+        "the widget also reached the default"
+    );
+    assert_eq!(
+        host.state("received-g-1"),
+        None,
+        "the gadget matched the widget rule"
+    );
 }
