@@ -44,7 +44,7 @@ enum Command {
         #[arg(long, value_enum, default_value_t = BrokerChoice::Auto)]
         broker: BrokerChoice,
         /// Seconds the first call to the Dapr sidecar waits for it to become ready.
-        #[arg(long, default_value_t = 30)]
+        #[arg(long, default_value_t = 30, env = "HOST_BRIDGE_DAPR_READY_TIMEOUT")]
         dapr_ready_timeout: u64,
         /// Run the components' build commands before starting.
         #[arg(long)]

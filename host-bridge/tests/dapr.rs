@@ -562,3 +562,39 @@ fn match_rules_become_dapr_routes() {
     );
     common::check_routing(&mut app.host);
 }
+
+#[test]
+fn a_publish_before_the_sidecar_is_ready_fails_clearly_after_its_bound() {
+    // Nothing listens on this "sidecar" port.
+    let sidecar_port = common::free_port();
+    let host = common::Host::start_with(
+        tempfile::tempdir().unwrap(),
+        &orders_manifest(),
+        common::free_port(),
+        &[
+            ("DAPR_HTTP_PORT", sidecar_port.to_string()),
+            ("HOST_BRIDGE_DAPR_READY_TIMEOUT", "2".to_owned()),
+        ],
+        None,
+    );
+    let started = std::time::Instant::now();
+    let response = host.post(
+        "/orders",
+        "application/json",
+        r#"{"orderId":"early","customer":"ada","items":[{"sku":"a","qty":1,"price":1}]}"#,
+    );
+    let waited = started.elapsed();
+    assert_eq!(response.status(), 503);
+    let body: Value = response.json().unwrap();
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.contains(&format!("127.0.0.1:{sidecar_port}"))
+            && error.contains("not ready within 2s"),
+        "{error}"
+    );
+    // It waited for the sidecar (with backoff) up to the bound, not longer.
+    assert!(
+        waited >= Duration::from_secs(1) && waited < Duration::from_secs(10),
+        "{waited:?}"
+    );
+}

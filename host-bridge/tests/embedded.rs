@@ -238,3 +238,28 @@ fn match_rules_route_each_event_to_one_component() {
     let mut host = Host::start(&common::routed_manifest());
     common::check_routing(&mut host);
 }
+
+#[test]
+fn a_guest_publish_carries_the_delivery_trace_context() {
+    let mut host = Host::start(&test_subscriber_manifest(
+        &["forward", "record-forwarded"],
+        3,
+        "",
+        "",
+    ));
+    let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let response = host.post(
+        &format!("/v1.0/publish/pubsub/forward?metadata.cloudevent.id=t-1&metadata.cloudevent.traceparent={traceparent}"),
+        "text/plain",
+        "follow me",
+    );
+    assert_eq!(response.status(), 204);
+    let record: Value = serde_json::from_str(&host.wait_for_state(
+        "received-fwd-t-1",
+        Duration::from_secs(10),
+        |_| true,
+    ))
+    .unwrap();
+    assert_eq!(record["traceparent"], traceparent, "{record}");
+    assert_eq!(record["data_hex"], "666f6c6c6f77206d65"); // "follow me"
+}

@@ -12,6 +12,7 @@
 //! | `oom`    | allocates until memory runs out |
 //! | `drop`   | answers DROP |
 //! | `probe`  | saves what the sandbox lets it see under `probe-{id}` |
+//! | `forward` | publishes the data to `record-forwarded` with id `fwd-{id}`, setting no trace context |
 //!
 //! Every delivery first increments `attempts-{id}` in the state store, so a
 //! test can count deliveries even of guests that then crash. The count is
@@ -22,8 +23,8 @@
 wit_bindgen::generate!({ path: "../../wit", world: "subscriber-component" });
 
 use exports::hostbridge::pubsub::subscriber::Guest;
-use hostbridge::pubsub::state;
-use hostbridge::pubsub::types::{Event, Status};
+use hostbridge::pubsub::types::{CloudeventOverrides, Event, Message, MessageMetadata, Status};
+use hostbridge::pubsub::{publisher, state};
 use std::hint::black_box;
 
 const STATE_STORE: &str = "statestore";
@@ -66,6 +67,8 @@ impl Guest for TestSubscriber {
                 hoard.push(vec![1u8; 1 << 20]);
                 black_box(&hoard);
             }
+        } else if topic.starts_with("forward") {
+            forward(&event)
         } else if topic.starts_with("probe") {
             probe(&event)
         } else if topic.starts_with("drop") {
@@ -121,6 +124,32 @@ fn record(event: &Event) -> Status {
         )
     });
     match saved {
+        Ok(()) => Status::Success,
+        Err(_) => Status::Retry,
+    }
+}
+
+/// Publishes the event's data on; the host is to attach the delivery's
+/// trace context, since this guest sets none.
+fn forward(event: &Event) -> Status {
+    let message = Message {
+        data: event.data.clone(),
+        content_type: Some(event.datacontenttype.clone()),
+        metadata: MessageMetadata {
+            ttl_seconds: None,
+            raw_payload: false,
+            cloudevent: CloudeventOverrides {
+                id: Some(format!("fwd-{}", event.id)),
+                source: None,
+                type_: None,
+                subject: None,
+                traceparent: None,
+                tracestate: None,
+            },
+            extra: Vec::new(),
+        },
+    };
+    match publisher::publish(&event.pubsubname, "record-forwarded", &message) {
         Ok(()) => Status::Success,
         Err(_) => Status::Retry,
     }
