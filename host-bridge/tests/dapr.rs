@@ -150,12 +150,9 @@ fn payloads_arrive_byte_for_byte_whatever_their_content_type() {
         app.host.publish("record", id, content_type, body.clone());
     }
     for (id, content_type, body) in &cases {
-        let record: Value = serde_json::from_str(&app.host.wait_for_state(
-            &format!("received-{id}"),
-            Duration::from_secs(30),
-            |_| true,
-        ))
-        .unwrap();
+        let record: Value = app
+            .host
+            .wait_for_json(&format!("received-{id}"), Duration::from_secs(30));
         assert_eq!(record["datacontenttype"], *content_type, "{record}");
         let got = record["data_hex"].as_str().unwrap();
         if *id == "ct-json-loose" {
@@ -181,12 +178,9 @@ fn payloads_arrive_byte_for_byte_whatever_their_content_type() {
         "application/cloudevents+json",
         event.to_string(),
     );
-    let record: Value = serde_json::from_str(&app.host.wait_for_state(
-        "received-ct-ce",
-        Duration::from_secs(30),
-        |_| true,
-    ))
-    .unwrap();
+    let record: Value = app
+        .host
+        .wait_for_json("received-ct-ce", Duration::from_secs(30));
     assert_eq!(record["type"], "test.kind");
     assert_eq!(record["data_hex"], hex(b"inside a cloudevent"));
 
@@ -203,12 +197,9 @@ fn payloads_arrive_byte_for_byte_whatever_their_content_type() {
         .send()
         .unwrap();
     assert_eq!(response.status(), 204);
-    let record: Value = serde_json::from_str(&app.host.wait_for_state(
-        "received-traced",
-        Duration::from_secs(30),
-        |_| true,
-    ))
-    .unwrap();
+    let record: Value = app
+        .host
+        .wait_for_json("received-traced", Duration::from_secs(30));
     assert!(
         record["traceparent"]
             .as_str()
@@ -235,12 +226,9 @@ fn a_raw_payload_subscription_gets_the_raw_bytes() {
         .send()
         .unwrap();
     assert_eq!(response.status(), 204);
-    let record: Value = serde_json::from_str(&app.host.wait_for_state(
-        "last-record-raw",
-        Duration::from_secs(30),
-        |_| true,
-    ))
-    .unwrap();
+    let record: Value = app
+        .host
+        .wait_for_json("last-record-raw", Duration::from_secs(30));
     assert_eq!(record["data_hex"], hex(&payload), "{record}");
 }
 
@@ -411,12 +399,9 @@ with DaprClient() as client:
         "the Dapr Python SDK failed (make test installs it with pip):\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let record: Value = serde_json::from_str(&app.host.wait_for_state(
-        "last-record-py",
-        Duration::from_secs(30),
-        |_| true,
-    ))
-    .unwrap();
+    let record: Value = app
+        .host
+        .wait_for_json("last-record-py", Duration::from_secs(30));
     assert_eq!(record["data_hex"], hex(b"hello from python"), "{record}");
 }
 

@@ -195,9 +195,7 @@ fn a_guest_sees_only_what_its_manifest_grants() {
     // No grants: no environment, no files, a clock stuck at zero.
     let mut host = Host::start(&test_subscriber_manifest(&["probe"], 1, "", ""));
     host.publish("probe", "p-1", "text/plain", "");
-    let seen: Value =
-        serde_json::from_str(&host.wait_for_state("probe-p-1", Duration::from_secs(10), |_| true))
-            .unwrap();
+    let seen: Value = host.wait_for_json("probe-p-1", Duration::from_secs(10));
     assert_eq!(seen["env"], serde_json::json!([]), "{seen}");
     assert_eq!(seen["root"], Value::Null, "{seen}");
     assert_eq!(seen["data"], Value::Null, "{seen}");
@@ -216,9 +214,7 @@ fn a_guest_sees_only_what_its_manifest_grants() {
     );
     let mut host = Host::start_in(dir, &manifest);
     host.publish("probe", "p-2", "text/plain", "");
-    let seen: Value =
-        serde_json::from_str(&host.wait_for_state("probe-p-2", Duration::from_secs(10), |_| true))
-            .unwrap();
+    let seen: Value = host.wait_for_json("probe-p-2", Duration::from_secs(10));
     assert_eq!(
         seen["env"],
         serde_json::json!([["GREETING", "hello"]]),
@@ -254,12 +250,7 @@ fn a_guest_publish_carries_the_delivery_trace_context() {
         "follow me",
     );
     assert_eq!(response.status(), 204);
-    let record: Value = serde_json::from_str(&host.wait_for_state(
-        "received-fwd-t-1",
-        Duration::from_secs(10),
-        |_| true,
-    ))
-    .unwrap();
+    let record: Value = host.wait_for_json("received-fwd-t-1", Duration::from_secs(10));
     assert_eq!(record["traceparent"], traceparent, "{record}");
     assert_eq!(record["data_hex"], "666f6c6c6f77206d65"); // "follow me"
 }

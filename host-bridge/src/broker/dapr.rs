@@ -341,12 +341,15 @@ fn state_error(status: reqwest::StatusCode, body: &str) -> StateError {
     }
 }
 
-#[async_trait]
-impl StateStore for DaprSidecar {
-    async fn get(&self, store: &str, key: &str) -> Result<Option<Vec<u8>>, StateError> {
+impl DaprSidecar {
+    /// Sends one state API call, once the sidecar is ready, and returns the
+    /// answer of a successful one; any other answer becomes a `state-error`.
+    async fn state_call(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(u16, bytes::Bytes), StateError> {
         self.wait_ready().await.map_err(StateError::Unavailable)?;
-        let response = self
-            .request(reqwest::Method::GET, &format!("/v1.0/state/{store}/{key}"))
+        let response = request
             .send()
             .await
             .map_err(|e| StateError::Unavailable(format!("cannot reach the Dapr sidecar: {e}")))?;
@@ -354,50 +357,38 @@ impl StateStore for DaprSidecar {
         let body = response.bytes().await.map_err(|e| {
             StateError::Unavailable(format!("reading the sidecar's answer failed: {e}"))
         })?;
-        match status.as_u16() {
-            204 => Ok(None),
-            200 => Ok(Some(state_bytes(&body))),
-            _ => Err(state_error(status, &String::from_utf8_lossy(&body))),
+        if status.is_success() {
+            Ok((status.as_u16(), body))
+        } else {
+            Err(state_error(status, &String::from_utf8_lossy(&body)))
+        }
+    }
+}
+
+#[async_trait]
+impl StateStore for DaprSidecar {
+    async fn get(&self, store: &str, key: &str) -> Result<Option<Vec<u8>>, StateError> {
+        let request = self.request(reqwest::Method::GET, &format!("/v1.0/state/{store}/{key}"));
+        match self.state_call(request).await? {
+            (204, _) => Ok(None),
+            (_, body) => Ok(Some(state_bytes(&body))),
         }
     }
 
     async fn save(&self, store: &str, key: &str, value: Vec<u8>) -> Result<(), StateError> {
-        self.wait_ready().await.map_err(StateError::Unavailable)?;
         let body = serde_json::json!([{ "key": key, "value": state_value(&value) }]);
-        let response = self
+        let request = self
             .request(reqwest::Method::POST, &format!("/v1.0/state/{store}"))
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| StateError::Unavailable(format!("cannot reach the Dapr sidecar: {e}")))?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(());
-        }
-        Err(state_error(
-            status,
-            &response.text().await.unwrap_or_default(),
-        ))
+            .json(&body);
+        self.state_call(request).await.map(|_| ())
     }
 
     async fn delete(&self, store: &str, key: &str) -> Result<(), StateError> {
-        self.wait_ready().await.map_err(StateError::Unavailable)?;
-        let response = self
-            .request(
-                reqwest::Method::DELETE,
-                &format!("/v1.0/state/{store}/{key}"),
-            )
-            .send()
-            .await
-            .map_err(|e| StateError::Unavailable(format!("cannot reach the Dapr sidecar: {e}")))?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(());
-        }
-        Err(state_error(
-            status,
-            &response.text().await.unwrap_or_default(),
-        ))
+        let request = self.request(
+            reqwest::Method::DELETE,
+            &format!("/v1.0/state/{store}/{key}"),
+        );
+        self.state_call(request).await.map(|_| ())
     }
 }
 

@@ -289,6 +289,13 @@ impl Host {
         }
     }
 
+    /// Polls state `key` until it is set, and parses it as JSON.
+    pub fn wait_for_json(&mut self, key: &str, timeout: Duration) -> serde_json::Value {
+        let value = self.wait_for_state(key, timeout, |_| true);
+        serde_json::from_str(&value)
+            .unwrap_or_else(|e| panic!("state {key} is not JSON ({e}): {value}"))
+    }
+
     /// The value of one line of `/metrics`, e.g. `host_bridge_deliveries_total{outcome="retry"}`.
     pub fn metric(&self, series: &str) -> u64 {
         let text = self.get("/metrics").text().unwrap();
