@@ -100,15 +100,6 @@ pub struct PubsubTrigger {
     pub rule: Option<String>,
 }
 
-impl PubsubTrigger {
-    /// Whether the subscription asks for raw (non-CloudEvent) payloads.
-    pub fn raw_payload(&self) -> bool {
-        self.metadata
-            .get("rawPayload")
-            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
-    }
-}
-
 /// `bulk_subscribe` of a pub/sub trigger, as in Dapr's `bulkSubscribe`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -543,11 +534,6 @@ impl Manifest {
             pubsub_triggers,
             components,
         }
-    }
-
-    /// The component named `id`.
-    pub fn component(&self, id: &str) -> Option<&Component> {
-        self.components.get(id)
     }
 }
 

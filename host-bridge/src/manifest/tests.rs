@@ -87,7 +87,7 @@ fn loads_a_full_manifest() {
     let sub = &m.pubsub_triggers[0];
     assert_eq!(sub.route, "/dapr/pubsub/pubsub/orders");
     assert_eq!(sub.dead_letter_topic.as_deref(), Some("orders-dead"));
-    assert!(sub.raw_payload());
+    assert_eq!(sub.metadata["rawPayload"], "true");
     assert_eq!(sub.bulk_subscribe.unwrap().max_messages_count, 10);
     assert_eq!(sub.bulk_subscribe.unwrap().max_await_duration_ms, 1000);
     let api = &m.components["order-api"];
