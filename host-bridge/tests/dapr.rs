@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::dapr::{DaprApp, Redis, resources, wait_until};
+use common::dapr::{Backing, DaprApp, Redis, resources, wait_until};
 use common::{client, orders_manifest, test_subscriber_manifest, wasm};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -63,13 +63,11 @@ const TOPICS: &[&str] = &[
 
 #[test]
 fn the_orders_app_runs_under_daprd_and_redis() {
-    let redis = Redis::start();
-    let dir = tempfile::tempdir().unwrap();
-    let resources = resources(dir.path(), &redis);
+    let backing = Backing::start();
     let mut app = DaprApp::start(
         "orders",
         &orders_manifest(),
-        &resources,
+        &backing.resources,
         &["orders", "orders-deadletter"],
     );
     let subscribe: Value = client()
@@ -119,10 +117,13 @@ fn the_orders_app_runs_under_daprd_and_redis() {
 
 #[test]
 fn payloads_arrive_byte_for_byte_whatever_their_content_type() {
-    let redis = Redis::start();
-    let dir = tempfile::tempdir().unwrap();
-    let resources = resources(dir.path(), &redis);
-    let mut app = DaprApp::start("contents", &subscriber_manifest(), &resources, TOPICS);
+    let backing = Backing::start();
+    let mut app = DaprApp::start(
+        "contents",
+        &subscriber_manifest(),
+        &backing.resources,
+        TOPICS,
+    );
 
     let all_bytes: Vec<u8> = (0..=255).collect();
     let cases: Vec<(&str, &str, Vec<u8>)> = vec![
@@ -211,10 +212,8 @@ fn payloads_arrive_byte_for_byte_whatever_their_content_type() {
 
 #[test]
 fn a_raw_payload_subscription_gets_the_raw_bytes() {
-    let redis = Redis::start();
-    let dir = tempfile::tempdir().unwrap();
-    let resources = resources(dir.path(), &redis);
-    let mut app = DaprApp::start("raw", &subscriber_manifest(), &resources, TOPICS);
+    let backing = Backing::start();
+    let mut app = DaprApp::start("raw", &subscriber_manifest(), &backing.resources, TOPICS);
     let payload: Vec<u8> = vec![0, 1, 2, 255, b'{', b'x'];
     let response = client()
         .post(format!(
@@ -234,10 +233,13 @@ fn a_raw_payload_subscription_gets_the_raw_bytes() {
 
 #[test]
 fn retry_is_redelivered_and_drop_is_dead_lettered_by_daprd() {
-    let redis = Redis::start();
-    let dir = tempfile::tempdir().unwrap();
-    let resources = resources(dir.path(), &redis);
-    let mut app = DaprApp::start("retries", &subscriber_manifest(), &resources, TOPICS);
+    let backing = Backing::start();
+    let mut app = DaprApp::start(
+        "retries",
+        &subscriber_manifest(),
+        &backing.resources,
+        TOPICS,
+    );
 
     app.host
         .publish("flaky", "dapr-flaky-1", "text/plain", "again");
@@ -264,10 +266,8 @@ fn retry_is_redelivered_and_drop_is_dead_lettered_by_daprd() {
 
 #[test]
 fn bulk_deliveries_come_in_batches_and_retry_only_the_failed_entry() {
-    let redis = Redis::start();
-    let dir = tempfile::tempdir().unwrap();
-    let resources = resources(dir.path(), &redis);
-    let mut app = DaprApp::start("bulk", &subscriber_manifest(), &resources, TOPICS);
+    let backing = Backing::start();
+    let mut app = DaprApp::start("bulk", &subscriber_manifest(), &backing.resources, TOPICS);
     for i in 0..500 {
         let body = if i == 250 {
             "retry-once".to_owned()
@@ -301,12 +301,10 @@ fn bulk_deliveries_come_in_batches_and_retry_only_the_failed_entry() {
 
 #[test]
 fn two_replicas_share_the_work_and_lose_nothing() {
-    let redis = Redis::start();
-    let dir = tempfile::tempdir().unwrap();
-    let resources = resources(dir.path(), &redis);
+    let backing = Backing::start();
     let manifest = test_subscriber_manifest(&["record"], 5, "", "");
-    let a = DaprApp::start("replicated", &manifest, &resources, &["record"]);
-    let mut b = DaprApp::start("replicated", &manifest, &resources, &["record"]);
+    let a = DaprApp::start("replicated", &manifest, &backing.resources, &["record"]);
+    let mut b = DaprApp::start("replicated", &manifest, &backing.resources, &["record"]);
     for i in 0..1000 {
         a.host
             .publish("record", &format!("r-{i}"), "text/plain", format!("m{i}"));
@@ -335,16 +333,19 @@ fn two_replicas_share_the_work_and_lose_nothing() {
 
 #[test]
 fn tokens_are_required_in_both_directions() {
-    let redis = Redis::start();
-    let dir = tempfile::tempdir().unwrap();
-    let resources = resources(dir.path(), &redis);
+    let backing = Backing::start();
     let env = [
         ("APP_API_TOKEN", "app-secret".to_owned()),
         ("DAPR_API_TOKEN", "sidecar-secret".to_owned()),
     ];
     // daprd only subscribes the app if its calls carry APP_API_TOKEN...
-    let mut app =
-        DaprApp::start_with_env("tokens", &orders_manifest(), &resources, &["orders"], &env);
+    let mut app = DaprApp::start_with_env(
+        "tokens",
+        &orders_manifest(),
+        &backing.resources,
+        &["orders"],
+        &env,
+    );
     // ...and host-bridge refuses every other caller, except on /healthz.
     assert_eq!(app.host.get("/healthz").status(), 200);
     assert_eq!(app.host.get("/orders/t-1").status(), 401);
@@ -379,10 +380,8 @@ fn tokens_are_required_in_both_directions() {
 
 #[test]
 fn the_official_python_sdk_publishes_to_a_wasm_subscriber() {
-    let redis = Redis::start();
-    let dir = tempfile::tempdir().unwrap();
-    let resources = resources(dir.path(), &redis);
-    let mut app = DaprApp::start("python", &subscriber_manifest(), &resources, TOPICS);
+    let backing = Backing::start();
+    let mut app = DaprApp::start("python", &subscriber_manifest(), &backing.resources, TOPICS);
     let script = r#"
 from dapr.clients import DaprClient
 with DaprClient() as client:
@@ -523,13 +522,11 @@ impl Drop for ProcessGroup {
 
 #[test]
 fn match_rules_become_dapr_routes() {
-    let redis = Redis::start();
-    let dir = tempfile::tempdir().unwrap();
-    let resources = resources(dir.path(), &redis);
+    let backing = Backing::start();
     let mut app = DaprApp::start(
         "routed",
         &common::routed_manifest(),
-        &resources,
+        &backing.resources,
         &["record-routed"],
     );
     let subscribe: Value = client()

@@ -58,6 +58,26 @@ impl Redis {
     }
 }
 
+/// A private Redis and the repo's `components/`, pointed at it.
+pub struct Backing {
+    pub redis: Redis,
+    pub dir: tempfile::TempDir,
+    pub resources: PathBuf,
+}
+
+impl Backing {
+    pub fn start() -> Backing {
+        let redis = Redis::start();
+        let dir = tempfile::tempdir().unwrap();
+        let resources = resources(dir.path(), &redis);
+        Backing {
+            redis,
+            dir,
+            resources,
+        }
+    }
+}
+
 /// Writes the repo's `components/` resources into `dir`, pointed at `redis`.
 pub fn resources(dir: &Path, redis: &Redis) -> PathBuf {
     let out = dir.join("components");
