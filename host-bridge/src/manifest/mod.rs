@@ -590,6 +590,7 @@ fn check_routed_topics(triggers: &[PubsubTrigger], problems: &mut Problems) {
 }
 
 fn validate_application(raw: RawApplication, problems: &mut Problems) -> Application {
+    // Spin's descriptive keys are accepted and have no effect here.
     let _ = (raw.description, raw.authors);
     if !is_name(&raw.name) {
         problems.push(format!(
@@ -645,6 +646,7 @@ fn validate_component(
             "{here}: the name must be lowercase letters, digits and single '-' between words (like `order-api`)"
         ));
     }
+    // Accepted for Spin compatibility; host-bridge does not use it.
     let _ = raw.description;
     let source = dir.join(&raw.source);
     if !raw.source.ends_with(".wasm") {
@@ -654,6 +656,7 @@ fn validate_component(
         ));
     }
     let build = raw.build.map(|b| {
+        // `watch` is for `spin watch`; host-bridge has no watch mode.
         let _ = b.watch;
         Build {
             command: b.command,
