@@ -22,7 +22,7 @@ use crate::server::{self, Endpoint, Router};
 use crate::triggers::http::HttpTrigger;
 use crate::triggers::pubsub::PubsubTrigger;
 use anyhow::Context as _;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -136,7 +136,7 @@ pub async fn up(options: UpOptions, shutdown: impl Future<Output = ()>) -> anyho
     let left = broker.shutdown(options.shutdown_grace).await;
     if left > 0 {
         eprintln!(
-            "host-bridge: {left} message(s) were still being delivered and are lost with the in-memory broker"
+            "host-bridge: {left} deliveries were still in flight at exit: daprd redelivers them; the embedded broker loses them"
         );
     }
     Ok(())
@@ -146,24 +146,23 @@ pub async fn up(options: UpOptions, shutdown: impl Future<Output = ()>) -> anyho
 /// triggers on the same topic (fan-out inside the app, which the embedded
 /// broker does) cannot be expressed under Dapr.
 fn check_one_subscription_per_topic(manifest: &Manifest) -> anyhow::Result<()> {
-    let mut seen = std::collections::BTreeMap::new();
-    // Triggers routed with `match` share one subscription by design.
-    for t in manifest.pubsub_triggers.iter().filter(|t| t.rule.is_none()) {
-        if manifest
-            .pubsub_triggers
-            .iter()
-            .any(|o| o.rule.is_some() && o.topic == t.topic && o.pubsubname == t.pubsubname)
+    let mut topics: BTreeMap<(&str, &str), Vec<&crate::manifest::PubsubTrigger>> = BTreeMap::new();
+    for t in &manifest.pubsub_triggers {
+        topics.entry((&t.pubsubname, &t.topic)).or_default().push(t);
+    }
+    // A topic routed with `match` is one subscription by design (the
+    // manifest checked it has at most one default).
+    for ((pubsubname, topic), group) in topics {
+        if let [first, second, ..] = group[..]
+            && group.iter().all(|t| t.rule.is_none())
         {
-            continue;
-        }
-        if let Some(other) = seen.insert((&t.pubsubname, &t.topic), &t.component) {
             anyhow::bail!(
-                "{}: components `{other}` and `{}` both subscribe to {}/{}; under Dapr an app has one subscription per topic, \
-                 so give each its own topic (or run on the embedded broker, which fans out)",
+                "{}: components `{}` and `{}` both subscribe to {pubsubname}/{topic}; under Dapr an app has one \
+                 subscription per topic, so give each its own topic, route them with `match`, or run on the \
+                 embedded broker, which fans out",
                 manifest.path.display(),
-                t.component,
-                t.pubsubname,
-                t.topic
+                first.component,
+                second.component,
             );
         }
     }

@@ -70,12 +70,7 @@ fn the_orders_app_runs_under_daprd_and_redis() {
         &backing.resources,
         &["orders", "orders-deadletter"],
     );
-    let subscribe: Value = client()
-        .get(format!("{}/dapr/subscribe", app.host.url))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let subscribe = app.host.get_json("/dapr/subscribe");
     assert_eq!(
         subscribe,
         json!([
@@ -529,12 +524,7 @@ fn match_rules_become_dapr_routes() {
         &backing.resources,
         &["record-routed"],
     );
-    let subscribe: Value = client()
-        .get(format!("{}/dapr/subscribe", app.host.url))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let subscribe = app.host.get_json("/dapr/subscribe");
     assert_eq!(
         subscribe,
         json!([{

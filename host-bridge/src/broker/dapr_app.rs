@@ -20,7 +20,7 @@
 //! failed, which is RETRY); daprd acks on SUCCESS and DROP alone.
 
 use super::cloudevent;
-use super::{DeliveryTarget, Metrics, Subscription};
+use super::{DeliveryTarget, InFlight, Metrics, Subscription};
 use crate::host::bindings::{Event, Status};
 use crate::manifest::PubsubTrigger;
 use crate::server::{self, Endpoint, Request, Response};
@@ -31,17 +31,14 @@ use http_body_util::BodyExt;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-use tokio::sync::Notify;
 
 /// The app-side endpoint the Dapr backend mounts.
 pub struct DaprAppProtocol {
     metrics: Arc<Metrics>,
     started: OnceLock<Started>,
-    in_flight: AtomicU64,
-    idle: Notify,
+    in_flight: InFlight,
 }
 
 struct Started {
@@ -54,10 +51,9 @@ struct Started {
 impl DaprAppProtocol {
     pub fn new(metrics: Arc<Metrics>) -> DaprAppProtocol {
         DaprAppProtocol {
+            in_flight: InFlight::new(metrics.clone()),
             metrics,
             started: OnceLock::new(),
-            in_flight: AtomicU64::new(0),
-            idle: Notify::new(),
         }
     }
 
@@ -76,14 +72,7 @@ impl DaprAppProtocol {
 
     /// Waits, at most `grace`, for deliveries in flight; returns how many are left.
     pub async fn drain(&self, grace: Duration) -> u64 {
-        let deadline = tokio::time::Instant::now() + grace;
-        loop {
-            let idle = self.idle.notified();
-            let left = self.in_flight.load(Relaxed);
-            if left == 0 || tokio::time::timeout_at(deadline, idle).await.is_err() {
-                return self.in_flight.load(Relaxed);
-            }
-        }
+        self.in_flight.drain(grace).await
     }
 
     /// The `/dapr/subscribe` answer: one entry per pub/sub and topic. A
@@ -147,93 +136,76 @@ impl DaprAppProtocol {
         Value::Array(entries)
     }
 
-    async fn deliver_one(
+    /// Runs one delivered event, or answers DROP for one that could not be
+    /// read: it would never read better on a redelivery.
+    async fn deliver_event(
         &self,
         started: &Started,
         index: usize,
-        body: &[u8],
+        event: Result<Event, String>,
         headers: &HeaderMap,
     ) -> Status {
-        let subscription = &started.subscriptions[index];
-        let mut event = match cloudevent::parse(body) {
-            Ok(event) => event,
-            Err(e) => {
-                tracing::warn!(topic = %subscription.trigger.topic, "undeliverable body, answering DROP: {e}");
-                return Status::Drop;
+        let t = &started.subscriptions[index].trigger;
+        match event {
+            Ok(mut event) => {
+                fill_from_headers(&mut event, &t.pubsubname, &t.topic, headers);
+                started.target.deliver(index, event).await
             }
-        };
-        fill_from_headers(
-            &mut event,
-            &subscription.trigger.pubsubname,
-            &subscription.trigger.topic,
-            headers,
-        );
-        started.target.deliver(index, event).await
+            Err(e) => {
+                tracing::warn!(topic = %t.topic, "undeliverable event, answering DROP: {e}");
+                Status::Drop
+            }
+        }
     }
 
+    /// Runs every entry of a bulk delivery, each in its own instance, and
+    /// answers every entry's status.
     async fn deliver_bulk(
         &self,
         started: &Started,
         index: usize,
-        body: &[u8],
+        bulk: Bulk,
         headers: &HeaderMap,
     ) -> Response {
-        let subscription = &started.subscriptions[index];
-        #[derive(serde::Deserialize)]
-        #[serde(rename_all = "camelCase")]
-        struct BulkEntry {
-            entry_id: String,
-            event: Box<RawValue>,
-            #[serde(default)]
-            content_type: Option<String>,
-        }
-        #[derive(serde::Deserialize)]
-        struct Bulk {
-            entries: Vec<BulkEntry>,
-        }
-        let bulk: Bulk = match serde_json::from_slice(body) {
-            Ok(bulk) => bulk,
-            Err(e) => {
-                return server::error(
-                    StatusCode::BAD_REQUEST,
-                    "ERR_BULK_BODY",
-                    format!("not a bulk delivery: {e}"),
-                );
-            }
-        };
         Metrics::inc(&self.metrics.bulk_batches);
-        let t = &subscription.trigger;
+        let t = &started.subscriptions[index].trigger;
         let deliveries = bulk.entries.iter().map(|entry| async {
             let event = match serde_json::from_str::<String>(entry.event.get()) {
                 // rawPayload: the entry's event is the payload, base64-encoded.
-                Ok(b64) => match base64::engine::general_purpose::STANDARD.decode(b64.as_bytes()) {
-                    Ok(bytes) => {
+                Ok(b64) => base64::engine::general_purpose::STANDARD
+                    .decode(b64.as_bytes())
+                    .map(|bytes| {
                         let mut event = cloudevent::raw("", &t.pubsubname, &t.topic, bytes);
                         event.id = entry.entry_id.clone();
                         if let Some(ct) = &entry.content_type {
                             event.datacontenttype = ct.clone();
                         }
-                        Ok(event)
-                    }
-                    Err(e) => Err(format!("raw entry is not base64: {e}")),
-                },
+                        event
+                    })
+                    .map_err(|e| format!("raw entry {} is not base64: {e}", entry.entry_id)),
                 Err(_) => cloudevent::parse(entry.event.get().as_bytes()),
             };
-            let status = match event {
-                Ok(mut event) => {
-                    fill_from_headers(&mut event, &t.pubsubname, &t.topic, headers);
-                    started.target.deliver(index, event).await
-                }
-                Err(e) => {
-                    tracing::warn!(topic = %t.topic, entry = %entry.entry_id, "undeliverable entry, answering DROP: {e}");
-                    Status::Drop
-                }
-            };
+            let status = self.deliver_event(started, index, event, headers).await;
             json!({ "entryId": entry.entry_id, "status": status_str(status) })
         });
         let statuses: Vec<Value> = futures::future::join_all(deliveries).await;
         server::json(StatusCode::OK, &json!({ "statuses": statuses }))
     }
+}
+
+/// A bulk delivery, as far as host-bridge reads it.
+#[derive(serde::Deserialize)]
+struct Bulk {
+    entries: Vec<BulkEntry>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BulkEntry {
+    entry_id: String,
+    event: Box<RawValue>,
+    #[serde(default)]
+    content_type: Option<String>,
 }
 
 /// Fills what the CloudEvent left out from the delivery's headers and subscription.
@@ -310,30 +282,22 @@ impl Endpoint for DaprAppProtocol {
                 );
             }
         };
-        self.in_flight.fetch_add(1, Relaxed);
-        let response = if started.subscriptions[index]
+        let _in_flight = self.in_flight.scope();
+        // A bulk subscription's body is a batch, unless daprd sent a single
+        // event (it may, for a redelivery); the body is parsed once either way.
+        let bulk = started.subscriptions[index]
             .trigger
             .bulk_subscribe
-            .is_some()
-            && looks_bulk(&body)
-        {
-            self.deliver_bulk(started, index, &body, &headers).await
-        } else {
-            let status = self.deliver_one(started, index, &body, &headers).await;
-            server::json(StatusCode::OK, &json!({ "status": status_str(status) }))
-        };
-        if self.in_flight.fetch_sub(1, Relaxed) == 1 {
-            self.idle.notify_waiters();
+            .and_then(|_| serde_json::from_slice::<Bulk>(&body).ok());
+        match bulk {
+            Some(bulk) => self.deliver_bulk(started, index, bulk, &headers).await,
+            None => {
+                let event = cloudevent::parse(&body);
+                let status = self.deliver_event(started, index, event, &headers).await;
+                server::json(StatusCode::OK, &json!({ "status": status_str(status) }))
+            }
         }
-        response
     }
-}
-
-/// Whether a body is a bulk delivery rather than a single CloudEvent.
-fn looks_bulk(body: &[u8]) -> bool {
-    serde_json::from_slice::<BTreeMap<String, Box<RawValue>>>(body)
-        .map(|fields| fields.contains_key("entries"))
-        .unwrap_or(false)
 }
 
 #[cfg(test)]

@@ -25,16 +25,15 @@
 
 use super::routing::Rule;
 use super::sidecar_api::SidecarApi;
-use super::{Broker, DeliveryTarget, Metrics, StateStore, Subscription, cloudevent};
+use super::{Broker, DeliveryTarget, InFlight, Metrics, StateStore, Subscription, cloudevent};
 use crate::host::bindings::{Event, Message, PublishError, StateError, Status};
 use crate::manifest::DeliveryPolicy;
 use crate::server::Endpoint;
 use async_trait::async_trait;
 use std::collections::HashMap;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
-use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc};
 
 /// How many messages one subscription handles at the same time.
 pub const MAX_CONCURRENT_DELIVERIES: usize = 32;
@@ -73,8 +72,8 @@ struct Inner {
     metrics: Arc<Metrics>,
     /// Each topic's subscription queues. Filled once, by `start`.
     topics: RwLock<HashMap<TopicKey, Vec<Queue>>>,
-    /// Signalled whenever the in-flight count drops to zero.
-    idle: Notify,
+    /// Messages handed to a subscription and not yet acked or given up on.
+    in_flight: InFlight,
 }
 
 impl EmbeddedBroker {
@@ -89,9 +88,9 @@ impl EmbeddedBroker {
             inner: Arc::new(Inner {
                 app_id: app_id.to_owned(),
                 policy,
+                in_flight: InFlight::new(metrics.clone()),
                 metrics,
                 topics: RwLock::new(HashMap::new()),
-                idle: Notify::new(),
             }),
         }
     }
@@ -163,17 +162,7 @@ impl Broker for EmbeddedBroker {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
-        let deadline = tokio::time::Instant::now() + grace;
-        loop {
-            let idle = self.inner.idle.notified();
-            let in_flight = self.inner.metrics.in_flight.load(Relaxed);
-            if in_flight == 0 {
-                return 0;
-            }
-            if tokio::time::timeout_at(deadline, idle).await.is_err() {
-                return self.inner.metrics.in_flight.load(Relaxed);
-            }
-        }
+        self.inner.in_flight.drain(grace).await
     }
 }
 
@@ -187,9 +176,9 @@ impl Inner {
             return;
         };
         let mut send = |queue: &Queue| {
-            self.metrics.in_flight.fetch_add(1, Relaxed);
+            self.in_flight.enter();
             if queue.tx.send(envelope.clone()).is_err() {
-                self.finished();
+                self.in_flight.leave();
             }
         };
         queues.iter().filter(|q| !q.routed).for_each(&mut send);
@@ -206,13 +195,6 @@ impl Inner {
                     tracing::debug!(%pubsubname, %topic, id = %envelope.event.id, "no rule matched and there is no default; message discarded")
                 }
             }
-        }
-    }
-
-    /// Marks one message as done with, whatever became of it.
-    fn finished(&self) {
-        if self.metrics.in_flight.fetch_sub(1, Relaxed) == 1 {
-            self.idle.notify_waiters();
         }
     }
 
@@ -241,7 +223,7 @@ async fn run_subscription(
         let (inner, subscription, target) = (inner.clone(), subscription.clone(), target.clone());
         tokio::spawn(async move {
             deliver(&inner, &subscription, target.as_ref(), envelope).await;
-            inner.finished();
+            inner.in_flight.leave();
             drop(slot);
         });
     }

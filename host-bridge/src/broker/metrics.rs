@@ -5,7 +5,10 @@
 //! silently gone, it is counted here (and logged).
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+use tokio::sync::Notify;
 
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -78,5 +81,62 @@ impl Metrics {
             &[("", &self.in_flight)],
         );
         out
+    }
+}
+
+/// The deliveries in flight: the `in_flight` gauge, and a way for shutdown
+/// to wait until it drops to zero. Both backends count through it.
+pub struct InFlight {
+    metrics: Arc<Metrics>,
+    /// Signalled whenever the count drops to zero.
+    idle: Notify,
+}
+
+impl InFlight {
+    pub fn new(metrics: Arc<Metrics>) -> InFlight {
+        InFlight {
+            metrics,
+            idle: Notify::new(),
+        }
+    }
+
+    /// One more delivery in flight; pair it with [`InFlight::leave`].
+    pub fn enter(&self) {
+        self.metrics.in_flight.fetch_add(1, Relaxed);
+    }
+
+    /// One delivery done with, whatever became of it.
+    pub fn leave(&self) {
+        if self.metrics.in_flight.fetch_sub(1, Relaxed) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+
+    /// Counts a delivery in flight until the returned guard drops, so an
+    /// abandoned request (the caller hung up) is not counted forever.
+    pub fn scope(&self) -> InFlightScope<'_> {
+        self.enter();
+        InFlightScope(self)
+    }
+
+    /// Waits, at most `grace`, for the count to reach zero; returns what is left.
+    pub async fn drain(&self, grace: Duration) -> u64 {
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let idle = self.idle.notified();
+            let left = self.metrics.in_flight.load(Relaxed);
+            if left == 0 || tokio::time::timeout_at(deadline, idle).await.is_err() {
+                return self.metrics.in_flight.load(Relaxed);
+            }
+        }
+    }
+}
+
+/// See [`InFlight::scope`].
+pub struct InFlightScope<'a>(&'a InFlight);
+
+impl Drop for InFlightScope<'_> {
+    fn drop(&mut self) {
+        self.0.leave();
     }
 }

@@ -16,7 +16,7 @@ mod metrics;
 mod routing;
 pub mod sidecar_api;
 
-pub use metrics::Metrics;
+pub use metrics::{InFlight, Metrics};
 
 use crate::host::bindings::{
     BulkEntry, Event, FailedEntry, Message, PublishError, StateError, Status,

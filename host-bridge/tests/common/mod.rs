@@ -187,6 +187,11 @@ impl Host {
         client().get(format!("{}{path}", self.url)).send().unwrap()
     }
 
+    /// `GET path` on the host, parsed as JSON.
+    pub fn get_json(&self, path: &str) -> serde_json::Value {
+        self.get(path).json().unwrap()
+    }
+
     /// Like [`Host::get`], carrying `dapr-api-token: token`.
     pub fn get_with_token(&self, path: &str, token: &str) -> reqwest::blocking::Response {
         client()
