@@ -43,6 +43,8 @@ pub struct UpOptions {
     pub broker: BrokerChoice,
     /// How long the first call to the Dapr sidecar waits for it to be ready.
     pub dapr_ready_timeout: Duration,
+    /// The largest request or delivery body read (`--max-body-size`).
+    pub max_body: usize,
 }
 
 /// `--broker`.
@@ -83,7 +85,7 @@ pub async fn up(options: UpOptions, shutdown: impl Future<Output = ()>) -> anyho
     let app_token = std::env::var("APP_API_TOKEN")
         .ok()
         .filter(|t| !t.is_empty());
-    let router = Router::new(metrics.clone(), app_token);
+    let router = Router::new(metrics.clone(), app_token, options.max_body);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(server::serve(listener, router.clone(), async {
         let _ = stop_rx.await;

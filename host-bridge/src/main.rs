@@ -61,6 +61,10 @@ enum Command {
         /// Seconds deliveries in flight get to finish on shutdown.
         #[arg(long, default_value_t = 10)]
         shutdown_grace: u64,
+        /// The largest request or delivery body accepted, in bytes or with a
+        /// unit (`4Mi`, `512Ki`, `10M`), as daprd's own --max-body-size.
+        #[arg(long, default_value = "4Mi", value_parser = parse_size, env = "HOST_BRIDGE_MAX_BODY_SIZE")]
+        max_body_size: usize,
     },
     /// Run each component's [component.NAME.build] command, like `spin build`.
     Build {
@@ -115,6 +119,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             shutdown_grace,
             broker,
             dapr_ready_timeout,
+            max_body_size,
         } => {
             let listen = match (listen, std::env::var("APP_PORT")) {
                 (Some(listen), _) => listen,
@@ -139,12 +144,42 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 shutdown_grace: Duration::from_secs(shutdown_grace),
                 broker,
                 dapr_ready_timeout: Duration::from_secs(dapr_ready_timeout),
+                max_body: max_body_size,
             };
             let runtime =
                 tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             runtime.block_on(app::up(options, shutdown_signal()))
         }
     }
+}
+
+/// `4Mi`, `512Ki`, `10M`, `1G`, or a plain number of bytes.
+fn parse_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let multiplier: usize = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "k" | "KB" => 1_000,
+        "Ki" | "KiB" => 1 << 10,
+        "M" | "MB" => 1_000_000,
+        "Mi" | "MiB" => 1 << 20,
+        "G" | "GB" => 1_000_000_000,
+        "Gi" | "GiB" => 1 << 30,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?}: use bytes, K, Ki, M, Mi, G or Gi"
+            ));
+        }
+    };
+    number
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(multiplier))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{text:?} is not a size greater than zero"))
 }
 
 fn default_cache_dir() -> PathBuf {
@@ -175,4 +210,21 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_parse_as_daprd_writes_them() {
+        assert_eq!(parse_size("4Mi"), Ok(4 << 20));
+        assert_eq!(parse_size("512Ki"), Ok(512 << 10));
+        assert_eq!(parse_size("10M"), Ok(10_000_000));
+        assert_eq!(parse_size("1234"), Ok(1234));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("4 parsecs").is_err());
+        assert!(parse_size("Mi").is_err());
+        assert!(parse_size("99999999999999999999Gi").is_err());
+    }
 }

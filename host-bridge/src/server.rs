@@ -11,6 +11,13 @@
 //! Once ready, a request goes to the first [`Endpoint`] that serves its
 //! method and path: the host's own (`/healthz`, `/metrics`), then the
 //! broker backend's, then the HTTP trigger's component routes.
+//!
+//! **Bounded bodies.** No body is read past `--max-body-size` (daprd's
+//! default, 4 MiB). The router puts the limit in every request's
+//! extensions, and endpoints read bodies only through [`read_body`]: a
+//! `Content-Length` over the limit is refused without reading a byte, and a
+//! chunked body is read up to the limit and no further. The sidecar API
+//! answers `413`; a delivery from daprd answers DROP (see `dapr_app`).
 
 use crate::broker::Metrics;
 use async_trait::async_trait;
@@ -71,6 +78,97 @@ pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Resp
     )
 }
 
+/// The most bytes a request body may have, as the router puts it in every
+/// request's extensions for the endpoint that reads the body.
+#[derive(Debug, Clone)]
+pub struct BodyLimit {
+    pub max: usize,
+    /// Where a body over the limit is counted.
+    metrics: Arc<Metrics>,
+}
+
+/// daprd's own default for `--max-body-size`.
+pub const DEFAULT_MAX_BODY: usize = 4 << 20;
+
+/// Why a body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("the body is larger than the limit of {limit} bytes (--max-body-size)")]
+    TooLarge { limit: usize },
+    #[error("cannot read the body: {0}")]
+    Broken(String),
+}
+
+impl BodyError {
+    /// The answer for a caller that can retry or fix its request: 413 or 400.
+    pub fn response(&self) -> Response {
+        match self {
+            BodyError::TooLarge { .. } => error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "ERR_BODY_TOO_LARGE",
+                self.to_string(),
+            ),
+            BodyError::Broken(_) => error(StatusCode::BAD_REQUEST, "ERR_BODY", self.to_string()),
+        }
+    }
+}
+
+/// The limit of `request`'s body (the router's, else the default).
+pub fn body_limit<B>(request: &http::Request<B>) -> usize {
+    request
+        .extensions()
+        .get::<BodyLimit>()
+        .map_or(DEFAULT_MAX_BODY, |l| l.max)
+}
+
+/// Refuses, before a byte is read, a request whose declared
+/// `Content-Length` is over its [`BodyLimit`].
+pub fn check_declared_length<B>(request: &http::Request<B>) -> Result<(), BodyError> {
+    let limit = body_limit(request);
+    if content_length(request).is_some_and(|n| n > limit as u64) {
+        return Err(too_large(request.extensions(), request.uri(), limit));
+    }
+    Ok(())
+}
+
+/// Reads a whole request body, but never more than its [`BodyLimit`]: a
+/// `Content-Length` over it is refused before a byte is read.
+pub async fn read_body(request: Request) -> Result<(http::request::Parts, Bytes), BodyError> {
+    check_declared_length(&request)?;
+    let limit = body_limit(&request);
+    let (parts, body) = request.into_parts();
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(body) => Ok((parts, body.to_bytes())),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(too_large(&parts.extensions, &parts.uri, limit))
+        }
+        Err(e) => Err(BodyError::Broken(e.to_string())),
+    }
+}
+
+/// Counts and logs a body over the limit.
+fn too_large(extensions: &http::Extensions, uri: &http::Uri, limit: usize) -> BodyError {
+    if let Some(l) = extensions.get::<BodyLimit>() {
+        Metrics::inc(&l.metrics.bodies_too_large);
+    }
+    tracing::warn!(
+        path = uri.path(),
+        "a body over --max-body-size ({limit} bytes) was refused"
+    );
+    BodyError::TooLarge { limit }
+}
+
+/// The request's `Content-Length`, when it has a valid one.
+pub fn content_length<B>(request: &http::Request<B>) -> Option<u64> {
+    request
+        .headers()
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
 /// Decides which endpoint answers a request.
 pub struct Router {
     endpoints: OnceLock<Vec<Arc<dyn Endpoint>>>,
@@ -79,6 +177,8 @@ pub struct Router {
     metrics: Arc<Metrics>,
     /// `APP_API_TOKEN`: when set, every request but `/healthz` must carry it.
     app_token: Option<String>,
+    /// `--max-body-size`.
+    max_body: usize,
 }
 
 /// How long a request that arrives during startup waits for the app to be ready.
@@ -95,12 +195,13 @@ pub fn token_matches(expected: &str, given: Option<&str>) -> bool {
 }
 
 impl Router {
-    pub fn new(metrics: Arc<Metrics>, app_token: Option<String>) -> Arc<Router> {
+    pub fn new(metrics: Arc<Metrics>, app_token: Option<String>, max_body: usize) -> Arc<Router> {
         Arc::new(Router {
             endpoints: OnceLock::new(),
             ready: tokio::sync::Notify::new(),
             metrics,
             app_token,
+            max_body,
         })
     }
 
@@ -130,7 +231,11 @@ impl Router {
         }
     }
 
-    async fn route(&self, request: Request) -> Response {
+    async fn route(&self, mut request: Request) -> Response {
+        request.extensions_mut().insert(BodyLimit {
+            max: self.max_body,
+            metrics: self.metrics.clone(),
+        });
         let path = request.uri().path();
         let method = request.method();
         if let Some(expected) = &self.app_token
@@ -186,21 +291,44 @@ impl Router {
 }
 
 /// Accepts connections until `shutdown` resolves; each connection is served
-/// on its own task.
+/// on its own task, with `TCP_NODELAY` set.
+///
+/// On shutdown the listener closes, so new connections (daprd's health
+/// probes among them) are refused, and every open connection is shut down
+/// gracefully: a request it is serving runs to its end and is answered,
+/// then the connection closes instead of reading another request. So
+/// nothing new comes in while the backend drains what is in flight.
 pub async fn serve(listener: TcpListener, router: Arc<Router>, shutdown: impl Future<Output = ()>) {
     let mut shutdown = std::pin::pin!(shutdown);
+    let (stopping, stop) = tokio::sync::watch::channel(false);
     loop {
         let (stream, peer) = tokio::select! {
-            _ = &mut shutdown => return,
+            _ = &mut shutdown => {
+                let _ = stopping.send(true);
+                return;
+            }
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
+                    // Out of file descriptors, usually: pause rather than
+                    // spin on an error that only time (closed sockets) fixes.
                     tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
         };
+        // A response leaves in several writes (headers, then body chunks as
+        // a component streams them). With Nagle's algorithm on, a small
+        // write waits for the ACK of the previous one, which a keep-alive
+        // client delays by up to 40 ms: every request after the first on a
+        // connection would stall. Replies here are latency-bound, never
+        // bulk, so every accepted socket sends at once.
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, "cannot set TCP_NODELAY: {e}");
+        }
         let router = router.clone();
+        let mut stop = stop.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |mut request: Request| {
                 let router = router.clone();
@@ -210,7 +338,15 @@ pub async fn serve(listener: TcpListener, router: Arc<Router>, shutdown: impl Fu
             let connection = hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)
                 .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = connection.await {
+            let mut connection = std::pin::pin!(connection);
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                _ = async { stop.wait_for(|stopping| *stopping).await.map(|_| ()) } => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = ended {
                 tracing::debug!(%peer, "connection ended: {e}");
             }
         });

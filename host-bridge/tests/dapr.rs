@@ -15,8 +15,12 @@ fn hex(bytes: &[u8]) -> String {
 
 /// The test subscriber on every topic the Dapr tests use.
 fn subscriber_manifest() -> String {
-    let mut manifest =
-        test_subscriber_manifest(&["record", "flaky", "bulk", "record-py"], 5, "", "");
+    let mut manifest = test_subscriber_manifest(
+        &["record", "flaky", "bulk", "record-py", "store"],
+        5,
+        "",
+        "",
+    );
     manifest.push_str(&format!(
         r#"
 [[trigger.pubsub]]
@@ -53,6 +57,7 @@ source = "{}"
 
 const TOPICS: &[&str] = &[
     "record",
+    "store",
     "flaky",
     "bulk",
     "record-py",
@@ -411,6 +416,7 @@ fn the_documented_dapr_run_command_serves_the_orders_app() {
     let (app_port, http_port) = (common::free_port(), common::free_port());
     let dapr = std::env::var("DAPR_CLI").unwrap_or_else(|_| "dapr".into());
     let log = std::fs::File::create(dir.path().join("dapr-run.log")).unwrap();
+    let _log_entry = common::logs::register("dapr run", &dir.path().join("dapr-run.log"));
     let child = std::process::Command::new(&dapr)
         .current_dir(dir.path())
         .args([
@@ -421,9 +427,14 @@ fn the_documented_dapr_run_command_serves_the_orders_app() {
             &app_port.to_string(),
         ])
         .args(["--resources-path", "./components"])
+        .args(common::dapr::APP_HEALTH_FLAGS)
         .args([
             "--dapr-http-port",
             &http_port.to_string(),
+            "--dapr-grpc-port",
+            &common::free_port().to_string(),
+            "--dapr-internal-grpc-port",
+            &common::free_port().to_string(),
             "--metrics-port",
             &common::free_port().to_string(),
         ])
@@ -569,4 +580,12 @@ fn a_publish_before_the_sidecar_is_ready_fails_clearly_after_its_bound() {
         waited >= Duration::from_secs(1) && waited < Duration::from_secs(10),
         "{waited:?}"
     );
+}
+
+/// Over daprd's gRPC state API, a guest's state is its exact bytes.
+#[test]
+fn state_values_are_exact_bytes_under_dapr() {
+    let backing = Backing::start();
+    let mut app = DaprApp::start("bytes", &subscriber_manifest(), &backing.resources, TOPICS);
+    common::check_state_is_bytes(&mut app.host);
 }

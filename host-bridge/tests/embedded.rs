@@ -254,3 +254,49 @@ fn a_guest_publish_carries_the_delivery_trace_context() {
     assert_eq!(record["traceparent"], traceparent, "{record}");
     assert_eq!(record["data_hex"], "666f6c6c6f77206d65"); // "follow me"
 }
+
+/// Every request on a kept-alive connection answers at once. Without
+/// `TCP_NODELAY` on accepted sockets, a component's streamed response left
+/// in several small writes and each request after the first waited for the
+/// client's delayed ACK: a flat ~40 ms. The bound below is half of that
+/// stall, far above what a request costs even in a debug build on a busy
+/// machine, so it catches the stall and not noise.
+#[test]
+fn kept_alive_requests_do_not_stall() {
+    let host = Host::start(&orders_manifest());
+    // One client, one connection: requests run one after another, so the
+    // pool hands the same connection back each time.
+    let client = reqwest::blocking::Client::builder()
+        .pool_max_idle_per_host(1)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let mut post = |n: usize| {
+        let started = std::time::Instant::now();
+        let response = client
+            .post(format!("{}/orders", host.url))
+            .header("content-type", "application/json")
+            .body(format!(
+                r#"{{"orderId":"ka-{n}","customer":"ada","items":[{{"sku":"book","qty":1,"price":1}}]}}"#
+            ))
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 202);
+        response.bytes().unwrap();
+        started.elapsed()
+    };
+    post(0);
+    let mut times: Vec<Duration> = (1..=21).map(&mut post).collect();
+    times.sort();
+    let median = times[times.len() / 2];
+    assert!(
+        median < Duration::from_millis(20),
+        "kept-alive POST /orders took {median:?} at the median (all: {times:?}): the delayed-ACK stall is back"
+    );
+}
+
+#[test]
+fn state_values_are_exact_bytes() {
+    let mut host = Host::start(&test_subscriber_manifest(&["store"], 5, "", ""));
+    common::check_state_is_bytes(&mut host);
+}

@@ -11,10 +11,14 @@
 //! | `loop`   | spins forever, until the host's timeout stops it |
 //! | `oom`    | allocates until memory runs out |
 //! | `drop`   | answers DROP |
+//! | `poison` | answers RETRY, always |
+//! | `slow`   | sleeps half a second (it needs the clock grant), then records like `record` |
+//! | `relay`  | publishes the data to `record-relayed` with id `relay-{id}`, touching no state; RETRY if that fails |
 //! | `probe`  | saves what the sandbox lets it see under `probe-{id}` |
 //! | `forward` | publishes the data to `record-forwarded` with id `fwd-{id}`, setting no trace context |
+//! | `store`  | saves the data, byte for byte, under `stored-{id}`, reads it back, and saves `same` or `differs` under `readback-{id}` |
 //!
-//! Every delivery first increments `attempts-{id}` in the state store, so a
+//! Every delivery but `relay` first increments `attempts-{id}` in the state store, so a
 //! test can count deliveries even of guests that then crash. The count is
 //! the only way: each delivery runs in a fresh instance with no memory of
 //! the last. It is a read-modify-write, so it counts deliveries that follow
@@ -33,6 +37,9 @@ struct TestSubscriber;
 
 impl Guest for TestSubscriber {
     fn handle(event: Event) -> Status {
+        if event.topic.starts_with("relay") {
+            return relay(&event);
+        }
         let attempt = match count_attempt(&event.id) {
             Ok(attempt) => attempt,
             Err(status) => return status,
@@ -40,6 +47,13 @@ impl Guest for TestSubscriber {
         let topic = event.topic.as_str();
         if topic.starts_with("record") {
             record(&event)
+        } else if topic.starts_with("slow") {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            record(&event)
+        } else if topic.starts_with("poison") {
+            Status::Retry
+        } else if topic.starts_with("store") {
+            store(&event)
         } else if topic.starts_with("bulk") {
             if event.data == b"retry-once" && attempt == 1 {
                 Status::Retry
@@ -93,6 +107,30 @@ fn count_attempt(id: &str) -> Result<u32, Status> {
     Ok(attempt)
 }
 
+/// Publishes the data on, and nothing else: the publish is the only call
+/// that can fail.
+fn relay(event: &Event) -> Status {
+    publish_on(event, "record-relayed", "relay")
+}
+
+/// Saves the data as the state value itself, then checks that the state
+/// store gives back exactly those bytes.
+fn store(event: &Event) -> Status {
+    let key = format!("stored-{}", event.id);
+    if state::save(STATE_STORE, &key, &event.data).is_err() {
+        return Status::Retry;
+    }
+    let verdict: &[u8] = match state::get(STATE_STORE, &key) {
+        Ok(Some(value)) if value == event.data => b"same",
+        Ok(_) => b"differs",
+        Err(_) => return Status::Retry,
+    };
+    match state::save(STATE_STORE, &format!("readback-{}", event.id), verdict) {
+        Ok(()) => Status::Success,
+        Err(_) => Status::Retry,
+    }
+}
+
 /// Saves the event as received, its data hex-encoded so every byte survives.
 fn record(event: &Event) -> Status {
     let hex: String = event.data.iter().map(|b| format!("{b:02x}")).collect();
@@ -132,6 +170,12 @@ fn record(event: &Event) -> Status {
 /// Publishes the event's data on; the host is to attach the delivery's
 /// trace context, since this guest sets none.
 fn forward(event: &Event) -> Status {
+    publish_on(event, "record-forwarded", "fwd")
+}
+
+/// Publishes the event's data to `topic` with id `{prefix}-{id}`: SUCCESS
+/// once published, RETRY (with the error on stderr) if not.
+fn publish_on(event: &Event, topic: &str, prefix: &str) -> Status {
     let message = Message {
         data: event.data.clone(),
         content_type: Some(event.datacontenttype.clone()),
@@ -139,7 +183,7 @@ fn forward(event: &Event) -> Status {
             ttl_seconds: None,
             raw_payload: false,
             cloudevent: CloudeventOverrides {
-                id: Some(format!("fwd-{}", event.id)),
+                id: Some(format!("{prefix}-{}", event.id)),
                 source: None,
                 type_: None,
                 subject: None,
@@ -149,9 +193,15 @@ fn forward(event: &Event) -> Status {
             extra: Vec::new(),
         },
     };
-    match publisher::publish(&event.pubsubname, "record-forwarded", &message) {
+    match publisher::publish(&event.pubsubname, topic, &message) {
         Ok(()) => Status::Success,
-        Err(_) => Status::Retry,
+        Err(e) => {
+            eprintln!(
+                "test-subscriber: publishing {} to {topic} failed: {e:?}",
+                event.id
+            );
+            Status::Retry
+        }
     }
 }
 

@@ -119,6 +119,12 @@ pub fn parse(json: &[u8]) -> Result<Event, String> {
     let source = take("source")?.unwrap_or_default();
     let type_ = take("type")?.unwrap_or_else(|| DAPR_EVENT_TYPE.to_owned());
     let specversion = take("specversion")?.unwrap_or_else(|| "1.0".to_owned());
+    // 1.0 is the only CloudEvents version there is, and the one daprd sends.
+    if specversion != "1.0" {
+        return Err(format!(
+            "CloudEvents specversion {specversion:?} is not supported (only \"1.0\")"
+        ));
+    }
     let topic = take("topic")?.unwrap_or_default();
     let pubsubname = take("pubsubname")?.unwrap_or_default();
     let datacontenttype = take("datacontenttype")?;
@@ -263,6 +269,23 @@ mod tests {
                 .unwrap_err()
                 .contains("`id` must be a string")
         );
+        assert!(
+            parse(br#"{"id":"x","specversion":"2.0"}"#)
+                .unwrap_err()
+                .contains("specversion \"2.0\"")
+        );
+        // Deeply nested data is opaque bytes to the host, and is parsed
+        // without recursion; nested where a string belongs, it is refused.
+        let nested = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let deep = format!(r#"{{"id":"x","data":{nested}}}"#);
+        assert_eq!(parse(deep.as_bytes()).unwrap().data, nested.as_bytes());
+        let deep = format!(r#"{{"id":"x","subject":{nested}}}"#);
+        assert!(
+            parse(deep.as_bytes())
+                .unwrap_err()
+                .contains("`subject` must be a string")
+        );
+        assert!(parse(b"{\"id\":\"\xff\"}").is_err());
     }
 
     #[test]

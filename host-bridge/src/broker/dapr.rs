@@ -1,8 +1,9 @@
 //! The Dapr backend: the sidecar (daprd) carries the messages.
 //!
-//! Outbound, guests' publishes and state calls go to the sidecar's HTTP API
-//! on `127.0.0.1:$DAPR_HTTP_PORT`, with `dapr-api-token` when
-//! `DAPR_API_TOKEN` is set. Inbound, daprd pushes deliveries to the app port,
+//! Outbound, guests' publishes go to the sidecar's HTTP API on
+//! `127.0.0.1:$DAPR_HTTP_PORT`, and their state calls to its gRPC API on
+//! `127.0.0.1:$DAPR_GRPC_PORT`, which carries bytes (see [`super::dapr_state`]),
+//! each with `dapr-api-token` when `DAPR_API_TOKEN` is set. Inbound, daprd pushes deliveries to the app port,
 //! where [`super::dapr_app::DaprAppProtocol`] answers them; redelivery and
 //! dead-lettering are daprd's (and its resiliency policy's) job.
 //!
@@ -19,11 +20,11 @@
 //! or `broker`.
 
 use super::dapr_app::DaprAppProtocol;
+use super::dapr_state::DaprStateClient;
 use super::{Broker, DeliveryTarget, Metrics, StateStore, Subscription};
 use crate::host::bindings::{BulkEntry, FailedEntry, Message, PublishError, StateError};
 use crate::server::{Endpoint, TOKEN_HEADER};
 use async_trait::async_trait;
-use base64::Engine as _;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::OnceCell;
@@ -33,6 +34,8 @@ use tokio::sync::OnceCell;
 pub struct SidecarConfig {
     /// `http://127.0.0.1:{DAPR_HTTP_PORT}`.
     pub base_url: String,
+    /// `http://127.0.0.1:{DAPR_GRPC_PORT}`.
+    pub grpc_url: String,
     /// `DAPR_API_TOKEN`, sent on every call.
     pub api_token: Option<String>,
     /// How long the first call waits for the sidecar to become ready.
@@ -40,12 +43,14 @@ pub struct SidecarConfig {
 }
 
 impl SidecarConfig {
-    /// Reads `DAPR_HTTP_PORT` and `DAPR_API_TOKEN`.
+    /// Reads `DAPR_HTTP_PORT`, `DAPR_GRPC_PORT` and `DAPR_API_TOKEN`.
     pub fn from_env(ready_timeout: Duration) -> SidecarConfig {
         let port = std::env::var("DAPR_HTTP_PORT").unwrap_or_else(|_| "3500".into());
+        let grpc_port = std::env::var("DAPR_GRPC_PORT").unwrap_or_else(|_| "50001".into());
         let non_empty = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
         SidecarConfig {
             base_url: format!("http://127.0.0.1:{port}"),
+            grpc_url: format!("http://127.0.0.1:{grpc_port}"),
             api_token: non_empty("DAPR_API_TOKEN"),
             ready_timeout,
         }
@@ -58,6 +63,7 @@ pub struct DaprSidecar {
     client: reqwest::Client,
     ready: OnceCell<()>,
     app: Arc<DaprAppProtocol>,
+    state: DaprStateClient,
 }
 
 impl DaprSidecar {
@@ -65,8 +71,10 @@ impl DaprSidecar {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
             .build()?;
+        let state = DaprStateClient::new(&config.grpc_url, config.api_token.as_deref())?;
         Ok(DaprSidecar {
             app: Arc::new(DaprAppProtocol::new(metrics)),
+            state,
             config,
             client,
             ready: OnceCell::new(),
@@ -220,42 +228,34 @@ impl Broker for DaprSidecar {
         if let Err(e) = self.wait_ready().await {
             return Err(fail_all(&entries, PublishError::Unavailable(e)));
         }
-        let body: Vec<serde_json::Value> = entries
-            .iter()
-            .map(|e| {
-                let content_type = e
-                    .message
-                    .content_type
-                    .clone()
-                    .unwrap_or_else(|| super::cloudevent::DEFAULT_CONTENT_TYPE.into());
-                let metadata: serde_json::Map<String, serde_json::Value> =
-                    publish_query(&e.message)
-                        .into_iter()
-                        .map(|(k, v)| (k.trim_start_matches("metadata.").to_owned(), v.into()))
-                        .collect();
-                // Dapr's bulk API takes the event as JSON when the content
-                // type is JSON, and as a string otherwise.
-                let event: serde_json::Value =
-                    if super::cloudevent::essence(&content_type).contains("json") {
-                        serde_json::from_slice(&e.message.data).unwrap_or_else(|_| {
-                            String::from_utf8_lossy(&e.message.data).into_owned().into()
-                        })
-                    } else {
-                        match String::from_utf8(e.message.data.clone()) {
-                            Ok(text) => text.into(),
-                            Err(_) => base64::engine::general_purpose::STANDARD
-                                .encode(&e.message.data)
-                                .into(),
-                        }
-                    };
-                serde_json::json!({
-                    "entryId": e.entry_id,
-                    "event": event,
-                    "contentType": content_type,
-                    "metadata": metadata,
-                })
-            })
-            .collect();
+        // Entries Dapr's bulk API cannot carry exactly are refused, each
+        // with a typed error; the others are still published.
+        let mut refused = Vec::new();
+        let mut body = Vec::new();
+        let mut sent = Vec::new();
+        for entry in entries {
+            match bulk_entry(&entry) {
+                Ok(value) => {
+                    body.push(value);
+                    sent.push(entry);
+                }
+                Err(error) => refused.push(FailedEntry {
+                    entry_id: entry.entry_id,
+                    error,
+                }),
+            }
+        }
+        let outcome = |refused: Vec<FailedEntry>| {
+            if refused.is_empty() {
+                Ok(())
+            } else {
+                Err(refused)
+            }
+        };
+        if body.is_empty() {
+            return outcome(refused);
+        }
+        let entries = sent;
         let response = self
             .request(
                 reqwest::Method::POST,
@@ -267,15 +267,16 @@ impl Broker for DaprSidecar {
         let response = match response {
             Ok(r) => r,
             Err(e) => {
-                return Err(fail_all(
+                refused.extend(fail_all(
                     &entries,
                     PublishError::Unavailable(format!("cannot reach the Dapr sidecar: {e}")),
                 ));
+                return Err(refused);
             }
         };
         let status = response.status();
         if status.is_success() {
-            return Ok(());
+            return outcome(refused);
         }
         let text = response.text().await.unwrap_or_default();
         let failed: Option<Vec<FailedEntry>> = serde_json::from_str::<serde_json::Value>(&text)
@@ -292,9 +293,12 @@ impl Broker for DaprSidecar {
                     })
                     .collect()
             });
-        Err(failed
-            .filter(|f: &Vec<FailedEntry>| !f.is_empty())
-            .unwrap_or_else(|| fail_all(&entries, publish_error(status, &text))))
+        refused.extend(
+            failed
+                .filter(|f: &Vec<FailedEntry>| !f.is_empty())
+                .unwrap_or_else(|| fail_all(&entries, publish_error(status, &text))),
+        );
+        Err(refused)
     }
 
     fn start(
@@ -311,84 +315,65 @@ impl Broker for DaprSidecar {
     }
 }
 
-/// Dapr's state API holds JSON. A value that is JSON text is stored as that
-/// JSON value, so reading it back gives the same JSON (daprd compacts it);
-/// any other bytes are stored as a JSON string of their text, and reading
-/// a JSON string back gives its contents (see [`state_bytes`]).
-fn state_value(bytes: &[u8]) -> serde_json::Value {
-    serde_json::from_slice(bytes)
-        .unwrap_or_else(|_| String::from_utf8_lossy(bytes).into_owned().into())
-}
-
-/// The inverse of [`state_value`]: daprd answers a JSON string with its
-/// quotes, and the guest gets the string's contents.
-fn state_bytes(body: &[u8]) -> Vec<u8> {
-    match serde_json::from_slice::<String>(body) {
-        Ok(text) => text.into_bytes(),
-        Err(_) => body.to_vec(),
-    }
-}
-
-fn state_error(status: reqwest::StatusCode, body: &str) -> StateError {
-    let reason = dapr_reason(status, body);
-    if body.contains("ERR_STATE_STORE_NOT_FOUND") || body.contains("ERR_STATE_STORE_NOT_CONFIGURED")
-    {
-        StateError::UnknownStore(reason)
-    } else if status.is_client_error() {
-        StateError::InvalidRequest(reason)
+/// One entry of Dapr's bulk publish API, if that API can carry it exactly.
+///
+/// The API is JSON: an entry's `event` is a JSON value when its content type
+/// is JSON, and a string otherwise. So JSON data must be valid JSON (daprd
+/// re-encodes it, as it does any JSON payload) and other data must be UTF-8
+/// text. Binary data has no exact spelling there (Dapr would pass on base64
+/// text, not the bytes): `publish` carries it exactly, one message at a time.
+fn bulk_entry(entry: &BulkEntry) -> Result<serde_json::Value, PublishError> {
+    let message = &entry.message;
+    let content_type = message
+        .content_type
+        .clone()
+        .unwrap_or_else(|| super::cloudevent::DEFAULT_CONTENT_TYPE.into());
+    let event: serde_json::Value = if super::cloudevent::essence(&content_type).contains("json") {
+        serde_json::from_slice(&message.data).map_err(|e| {
+            PublishError::InvalidMessage(format!(
+                "entry {}: content type {content_type} but the data is not JSON ({e})",
+                entry.entry_id
+            ))
+        })?
     } else {
-        StateError::Unavailable(reason)
-    }
+        String::from_utf8(message.data.clone())
+            .map_err(|_| {
+                PublishError::InvalidMessage(format!(
+                    "entry {}: Dapr's bulk publish API carries text and JSON only, and this {content_type} \
+                     data is not UTF-8; publish it with `publish`, which carries bytes exactly",
+                    entry.entry_id
+                ))
+            })?
+            .into()
+    };
+    let metadata: serde_json::Map<String, serde_json::Value> = publish_query(message)
+        .into_iter()
+        .map(|(k, v)| (k.trim_start_matches("metadata.").to_owned(), v.into()))
+        .collect();
+    Ok(serde_json::json!({
+        "entryId": entry.entry_id,
+        "event": event,
+        "contentType": content_type,
+        "metadata": metadata,
+    }))
 }
 
-impl DaprSidecar {
-    /// Sends one state API call, once the sidecar is ready, and returns the
-    /// answer of a successful one; any other answer becomes a `state-error`.
-    async fn state_call(
-        &self,
-        request: reqwest::RequestBuilder,
-    ) -> Result<(u16, bytes::Bytes), StateError> {
-        self.wait_ready().await.map_err(StateError::Unavailable)?;
-        let response = request
-            .send()
-            .await
-            .map_err(|e| StateError::Unavailable(format!("cannot reach the Dapr sidecar: {e}")))?;
-        let status = response.status();
-        let body = response.bytes().await.map_err(|e| {
-            StateError::Unavailable(format!("reading the sidecar's answer failed: {e}"))
-        })?;
-        if status.is_success() {
-            Ok((status.as_u16(), body))
-        } else {
-            Err(state_error(status, &String::from_utf8_lossy(&body)))
-        }
-    }
-}
-
+/// State goes over gRPC, which carries bytes; see [`super::dapr_state`].
 #[async_trait]
 impl StateStore for DaprSidecar {
     async fn get(&self, store: &str, key: &str) -> Result<Option<Vec<u8>>, StateError> {
-        let request = self.request(reqwest::Method::GET, &format!("/v1.0/state/{store}/{key}"));
-        match self.state_call(request).await? {
-            (204, _) => Ok(None),
-            (_, body) => Ok(Some(state_bytes(&body))),
-        }
+        self.wait_ready().await.map_err(StateError::Unavailable)?;
+        self.state.get(store, key).await
     }
 
     async fn save(&self, store: &str, key: &str, value: Vec<u8>) -> Result<(), StateError> {
-        let body = serde_json::json!([{ "key": key, "value": state_value(&value) }]);
-        let request = self
-            .request(reqwest::Method::POST, &format!("/v1.0/state/{store}"))
-            .json(&body);
-        self.state_call(request).await.map(|_| ())
+        self.wait_ready().await.map_err(StateError::Unavailable)?;
+        self.state.save(store, key, value).await
     }
 
     async fn delete(&self, store: &str, key: &str) -> Result<(), StateError> {
-        let request = self.request(
-            reqwest::Method::DELETE,
-            &format!("/v1.0/state/{store}/{key}"),
-        );
-        self.state_call(request).await.map(|_| ())
+        self.wait_ready().await.map_err(StateError::Unavailable)?;
+        self.state.delete(store, key).await
     }
 }
 
@@ -447,12 +432,24 @@ mod tests {
     }
 
     #[test]
-    fn json_state_values_stay_json() {
-        assert_eq!(state_value(br#"{"a":1}"#), serde_json::json!({"a": 1}));
-        assert_eq!(state_value(b"3"), serde_json::json!(3));
-        assert_eq!(state_value(b"plain text"), serde_json::json!("plain text"));
-        assert_eq!(state_bytes(br#""plain text""#), b"plain text");
-        assert_eq!(state_bytes(br#"{"a":1}"#), br#"{"a":1}"#);
-        assert_eq!(state_bytes(b"3"), b"3");
+    fn bulk_entries_are_exact_or_refused() {
+        let entry = |data: &[u8], content_type: &str| BulkEntry {
+            entry_id: "e".into(),
+            message: message_from_query("", Some(content_type.into()), data.to_vec()).unwrap(),
+        };
+        let text = bulk_entry(&entry(b"caf\xc3\xa9", "text/plain")).unwrap();
+        assert_eq!(text["event"], "caf\u{e9}");
+        let json = bulk_entry(&entry(br#"{"a": [1, 2]}"#, "application/json")).unwrap();
+        assert_eq!(json["event"], serde_json::json!({"a": [1, 2]}));
+        for (data, content_type) in [
+            (&[0xff, 0x00, 0x80][..], "application/octet-stream"),
+            (b"not json", "application/json"),
+        ] {
+            let Err(PublishError::InvalidMessage(reason)) = bulk_entry(&entry(data, content_type))
+            else {
+                panic!("{content_type} {data:?} was not refused")
+            };
+            assert!(reason.contains("entry e"), "{reason}");
+        }
     }
 }

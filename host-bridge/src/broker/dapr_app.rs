@@ -27,7 +27,6 @@ use crate::server::{self, Endpoint, Request, Response};
 use async_trait::async_trait;
 use base64::Engine as _;
 use http::{HeaderMap, Method, StatusCode};
-use http_body_util::BodyExt;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -152,7 +151,11 @@ impl DaprAppProtocol {
                 started.target.deliver(index, event).await
             }
             Err(e) => {
-                tracing::warn!(topic = %t.topic, "undeliverable event, answering DROP: {e}");
+                let content_type = headers
+                    .get(http::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("none");
+                tracing::warn!(topic = %t.topic, %content_type, "undeliverable event, answering DROP: {e}");
                 Status::Drop
             }
         }
@@ -185,10 +188,33 @@ impl DaprAppProtocol {
                     .map_err(|e| format!("raw entry {} is not base64: {e}", entry.entry_id)),
                 Err(_) => cloudevent::parse(entry.event.get().as_bytes()),
             };
-            let status = self.deliver_event(started, index, event, headers).await;
-            json!({ "entryId": entry.entry_id, "status": status_str(status) })
+            (
+                entry.entry_id.as_str(),
+                self.deliver_event(started, index, event, headers).await,
+            )
         });
-        let statuses: Vec<Value> = futures::future::join_all(deliveries).await;
+        let results = futures::future::join_all(deliveries).await;
+        // One status per entryId. daprd's ids are unique; should an id come
+        // twice, its status is the one that loses nothing: RETRY if any copy
+        // asked for it, else DROP if any, else SUCCESS.
+        let mut statuses: Vec<(&str, Status)> = Vec::with_capacity(results.len());
+        for (entry_id, status) in results {
+            match statuses.iter_mut().find(|(id, _)| *id == entry_id) {
+                Some((_, kept)) => {
+                    tracing::warn!(topic = %t.topic, entry_id, "a bulk delivery repeats an entryId; answering it once");
+                    if status == Status::Retry
+                        || (status == Status::Drop && *kept == Status::Success)
+                    {
+                        *kept = status;
+                    }
+                }
+                None => statuses.push((entry_id, status)),
+            }
+        }
+        let statuses: Vec<Value> = statuses
+            .into_iter()
+            .map(|(id, status)| json!({ "entryId": id, "status": status_str(status) }))
+            .collect();
         server::json(StatusCode::OK, &json!({ "statuses": statuses }))
     }
 }
@@ -270,18 +296,19 @@ impl Endpoint for DaprAppProtocol {
                 format!("no subscription has route {path}"),
             );
         };
-        let headers = request.headers().clone();
-        let body = match request.into_body().collect().await {
-            Ok(body) => body.to_bytes(),
-            // A broken upload: daprd redelivers on any non-2xx answer.
-            Err(e) => {
-                return server::error(
-                    StatusCode::BAD_REQUEST,
-                    "ERR_BODY",
-                    format!("cannot read the body: {e}"),
-                );
+        let (parts, body) = match server::read_body(request).await {
+            Ok(read) => read,
+            // A message this app can never read: DROP, so daprd sends it to
+            // the dead-letter topic (a 413 would only be retried, and then
+            // acked and lost once daprd's retries are over).
+            Err(e @ server::BodyError::TooLarge { .. }) => {
+                tracing::warn!(%path, "dropping a delivery: {e}");
+                return server::json(StatusCode::OK, &json!({ "status": "DROP" }));
             }
+            // A broken upload: daprd redelivers on any non-2xx answer.
+            Err(e) => return e.response(),
         };
+        let headers = parts.headers;
         let _in_flight = self.in_flight.scope();
         // A bulk subscription's body is a batch, unless daprd sent a single
         // event (it may, for a redelivery); the body is parsed once either way.

@@ -22,6 +22,12 @@
 //! Each subscription delivers up to [`MAX_CONCURRENT_DELIVERIES`] messages at
 //! once, so one slow or retrying message does not hold up the others; like
 //! Dapr with most brokers, order is therefore not guaranteed.
+//!
+//! **Bounded.** Each subscription's queue holds at most `max_queued`
+//! messages. A publish is all or nothing: it takes a place in every queue it
+//! goes to, or, if one is full, it is refused as `unavailable` (a `503` on
+//! the sidecar API) and counted, and goes nowhere. A message on its way to a
+//! dead-letter topic is never refused: it waits for room.
 
 use super::routing::Rule;
 use super::sidecar_api::SidecarApi;
@@ -50,7 +56,9 @@ type TopicKey = (String, String);
 
 /// One subscription's queue on a topic.
 struct Queue {
-    tx: mpsc::UnboundedSender<Envelope>,
+    tx: mpsc::Sender<Envelope>,
+    /// The subscribing component, for errors.
+    component: String,
     /// Whether the topic is routed with `match` rules: then each message
     /// goes to one routed queue, not to all.
     routed: bool,
@@ -111,9 +119,30 @@ impl Broker for EmbeddedBroker {
         let ttl = message.metadata.ttl_seconds;
         let event = cloudevent::from_message(&self.inner.app_id, pubsubname, topic, message)?;
         let expires = ttl.map(|s| Instant::now() + Duration::from_secs(s.into()));
+        let targets = self.inner.targets(pubsubname, topic, &event);
+        // All or nothing: a place in every queue first, then the sends.
+        let mut permits = Vec::with_capacity(targets.len());
+        for (tx, component) in &targets {
+            match tx.try_reserve() {
+                Ok(permit) => permits.push(permit),
+                Err(mpsc::error::TrySendError::Full(())) => {
+                    Metrics::inc(&self.inner.metrics.publishes_refused_queue_full);
+                    return Err(PublishError::Unavailable(format!(
+                        "the embedded broker's queue for `{component}` on {pubsubname}/{topic} is full \
+                         ({} messages waiting); try again later",
+                        self.inner.policy.max_queued
+                    )));
+                }
+                // Shutting down: the subscription no longer takes messages.
+                Err(mpsc::error::TrySendError::Closed(())) => {}
+            }
+        }
         Metrics::inc(&self.inner.metrics.published);
-        self.inner
-            .route(pubsubname, topic, Envelope { event, expires });
+        let envelope = Envelope { event, expires };
+        for permit in permits {
+            self.inner.in_flight.enter();
+            permit.send(envelope.clone());
+        }
         Ok(())
     }
 
@@ -130,7 +159,7 @@ impl Broker for EmbeddedBroker {
             .map(key)
             .collect();
         for subscription in subscriptions {
-            let (tx, rx) = mpsc::unbounded_channel();
+            let (tx, rx) = mpsc::channel(self.inner.policy.max_queued);
             let rule = subscription.trigger.rule.as_deref().and_then(|source| {
                 Rule::compile(source)
                     .inspect_err(|e| tracing::error!(component = %subscription.trigger.component, "match: {e}"))
@@ -138,6 +167,7 @@ impl Broker for EmbeddedBroker {
             });
             topics.entry(key(&subscription)).or_default().push(Queue {
                 tx,
+                component: subscription.trigger.component.clone(),
                 routed: routed.contains(&key(&subscription)),
                 rule,
             });
@@ -167,33 +197,47 @@ impl Broker for EmbeddedBroker {
 }
 
 impl Inner {
-    /// Hands a copy of the message to every subscription of the topic.
-    /// A topic nobody subscribes to drops the message, as Dapr's in-memory broker does.
-    fn route(&self, pubsubname: &str, topic: &str, envelope: Envelope) {
+    /// The queues a message on `pubsubname/topic` goes to, with their
+    /// components: every subscription of the topic, or on a topic routed
+    /// with `match` rules, the first whose rule holds (else the default). A
+    /// topic nobody subscribes to drops the message, as Dapr's in-memory
+    /// broker does.
+    fn targets(
+        &self,
+        pubsubname: &str,
+        topic: &str,
+        event: &Event,
+    ) -> Vec<(mpsc::Sender<Envelope>, String)> {
         let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
         let Some(queues) = topics.get(&(pubsubname.to_owned(), topic.to_owned())) else {
-            tracing::debug!(%pubsubname, %topic, id = %envelope.event.id, "no subscriber; message discarded");
-            return;
+            tracing::debug!(%pubsubname, %topic, id = %event.id, "no subscriber; message discarded");
+            return Vec::new();
         };
-        let mut send = |queue: &Queue| {
-            self.in_flight.enter();
-            if queue.tx.send(envelope.clone()).is_err() {
-                self.in_flight.leave();
-            }
-        };
-        queues.iter().filter(|q| !q.routed).for_each(&mut send);
-        let mut routed = queues.iter().filter(|q| q.routed).peekable();
-        if routed.peek().is_some() {
-            let routed: Vec<&Queue> = routed.collect();
+        let target = |q: &Queue| (q.tx.clone(), q.component.clone());
+        let mut targets: Vec<_> = queues.iter().filter(|q| !q.routed).map(target).collect();
+        let routed: Vec<&Queue> = queues.iter().filter(|q| q.routed).collect();
+        if !routed.is_empty() {
             let chosen = routed
                 .iter()
-                .find(|q| q.rule.as_ref().is_some_and(|r| r.matches(&envelope.event)))
+                .find(|q| q.rule.as_ref().is_some_and(|r| r.matches(event)))
                 .or_else(|| routed.iter().find(|q| q.rule.is_none()));
             match chosen {
-                Some(queue) => send(queue),
+                Some(queue) => targets.push(target(queue)),
                 None => {
-                    tracing::debug!(%pubsubname, %topic, id = %envelope.event.id, "no rule matched and there is no default; message discarded")
+                    tracing::debug!(%pubsubname, %topic, id = %event.id, "no rule matched and there is no default; message discarded")
                 }
+            }
+        }
+        targets
+    }
+
+    /// Hands the message to every queue of the topic, waiting for room in
+    /// full ones: for messages that must not be refused (dead letters).
+    async fn route_waiting(&self, pubsubname: &str, topic: &str, envelope: Envelope) {
+        for (tx, _) in self.targets(pubsubname, topic, &envelope.event) {
+            if let Ok(permit) = tx.reserve().await {
+                self.in_flight.enter();
+                permit.send(envelope.clone());
             }
         }
     }
@@ -213,7 +257,7 @@ async fn run_subscription(
     inner: Arc<Inner>,
     subscription: Arc<Subscription>,
     target: Arc<dyn DeliveryTarget>,
-    mut queue: mpsc::UnboundedReceiver<Envelope>,
+    mut queue: mpsc::Receiver<Envelope>,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_CONCURRENT_DELIVERIES));
     while let Some(envelope) = queue.recv().await {
@@ -257,13 +301,13 @@ async fn deliver(
             Status::Success => return,
             Status::Drop => {
                 tracing::info!(topic = %trigger.topic, component = %trigger.component, %id, "guest dropped the message");
-                dead_letter(inner, trigger, envelope, GaveUp::Dropped);
+                dead_letter(inner, trigger, envelope, GaveUp::Dropped).await;
                 return;
             }
             Status::Retry => {
                 if attempt >= inner.policy.max_attempts {
                     tracing::warn!(topic = %trigger.topic, component = %trigger.component, %id, attempts = attempt, "message still not handled after the last attempt");
-                    dead_letter(inner, trigger, envelope, GaveUp::OutOfAttempts);
+                    dead_letter(inner, trigger, envelope, GaveUp::OutOfAttempts).await;
                     return;
                 }
                 let wait = inner.backoff(attempt);
@@ -286,7 +330,7 @@ enum GaveUp {
 /// Sends a message that will not be handled to the dead-letter topic. With
 /// none, a dropped message is simply acked, and one out of attempts is
 /// logged and counted as discarded.
-fn dead_letter(
+async fn dead_letter(
     inner: &Inner,
     trigger: &crate::manifest::PubsubTrigger,
     envelope: Envelope,
@@ -298,14 +342,16 @@ fn dead_letter(
             Metrics::inc(&inner.metrics.dead_lettered);
             // The event goes on unchanged, so the dead-letter handler sees
             // the original id, topic and payload.
-            inner.route(
-                &trigger.pubsubname,
-                dlt,
-                Envelope {
-                    expires: None,
-                    ..envelope
-                },
-            );
+            inner
+                .route_waiting(
+                    &trigger.pubsubname,
+                    dlt,
+                    Envelope {
+                        expires: None,
+                        ..envelope
+                    },
+                )
+                .await;
         }
         None if why == GaveUp::Dropped => {}
         None => {

@@ -21,6 +21,10 @@ pub struct Metrics {
     pub discarded_max_attempts: AtomicU64,
     pub discarded_expired: AtomicU64,
     pub in_flight: AtomicU64,
+    /// Requests refused or dropped for a body over `--max-body-size`.
+    pub bodies_too_large: AtomicU64,
+    /// Publishes the embedded broker refused because a queue was full.
+    pub publishes_refused_queue_full: AtomicU64,
 }
 
 impl Metrics {
@@ -73,6 +77,21 @@ impl Metrics {
                 ("{reason=\"max_attempts\"}", &self.discarded_max_attempts),
                 ("{reason=\"expired\"}", &self.discarded_expired),
             ],
+        );
+        metric(
+            "host_bridge_publishes_refused_total",
+            "counter",
+            "Publishes the embedded broker refused, by reason.",
+            &[(
+                "{reason=\"queue_full\"}",
+                &self.publishes_refused_queue_full,
+            )],
+        );
+        metric(
+            "host_bridge_bodies_too_large_total",
+            "counter",
+            "Requests and deliveries whose body was over --max-body-size.",
+            &[("", &self.bodies_too_large)],
         );
         metric(
             "host_bridge_deliveries_in_flight",

@@ -11,6 +11,7 @@
 pub mod cloudevent;
 pub mod dapr;
 pub mod dapr_app;
+pub mod dapr_state;
 pub mod embedded;
 mod metrics;
 mod routing;

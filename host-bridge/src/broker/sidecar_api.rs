@@ -18,7 +18,6 @@ use crate::host::bindings::{CloudeventOverrides, Message, MessageMetadata, Publi
 use crate::server::{self, Endpoint, Request, Response};
 use async_trait::async_trait;
 use http::{Method, StatusCode};
-use http_body_util::BodyExt;
 use std::sync::Arc;
 
 /// Reads a publish's options from its query string.
@@ -122,15 +121,9 @@ impl Endpoint for SidecarApi {
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let data = match request.into_body().collect().await {
-            Ok(body) => body.to_bytes().to_vec(),
-            Err(e) => {
-                return server::error(
-                    StatusCode::BAD_REQUEST,
-                    "ERR_BODY",
-                    format!("cannot read the body: {e}"),
-                );
-            }
+        let data = match server::read_body(request).await {
+            Ok((_, body)) => body.to_vec(),
+            Err(e) => return e.response(),
         };
         let message = match message_from_query(&query, content_type, data) {
             Ok(message) => message,

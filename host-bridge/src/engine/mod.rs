@@ -162,13 +162,16 @@ impl Engine {
     }
 
     /// A fresh store for one call into a component, sandboxed and bounded.
-    pub fn store(
+    /// Waits first while the component has `max_instances` alive.
+    pub async fn store(
         &self,
         sandbox: &Arc<Sandbox>,
         trace: Option<TraceContext>,
     ) -> wasmtime::Result<Store<HostState>> {
+        let admission = sandbox.admit().await;
         let limits = sandbox.limits;
         let state = HostState {
+            _admission: admission,
             component: sandbox.component.clone(),
             wasi: sandbox.wasi_ctx()?,
             http: WasiHttpCtx::new(),

@@ -11,6 +11,9 @@
 //! | `allowed_outbound_hosts` | outbound `wasi:http` requests to matching hosts |
 //! | `tool.host-bridge.clock` | the real wall and monotonic clocks |
 //!
+//! `tool.host-bridge.max_instances` bounds how many instances of the
+//! component are alive at once: a call past it waits for one to finish.
+//!
 //! Raw `wasi:sockets` stay closed whatever the manifest says. Stdout and
 //! stderr go to the host's, so guest logs show up next to the host's.
 
@@ -18,6 +21,7 @@ use crate::manifest::outbound::OutboundHost;
 use crate::manifest::{Component, FileMount, SandboxLimits};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime_wasi::{FsPerms, HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder};
 
 /// A component's sandbox, shared by all its instances.
@@ -28,6 +32,8 @@ pub struct Sandbox {
     files: Vec<FileMount>,
     pub outbound: Arc<[OutboundHost]>,
     pub limits: SandboxLimits,
+    /// One permit per instance that may be alive at once (`max_instances`).
+    instances: Option<Arc<Semaphore>>,
 }
 
 impl Sandbox {
@@ -38,7 +44,20 @@ impl Sandbox {
             files: component.files.clone(),
             outbound: component.allowed_outbound_hosts.clone().into(),
             limits: component.sandbox,
+            instances: component
+                .sandbox
+                .max_instances
+                .map(|n| Arc::new(Semaphore::new(n as usize))),
         }
+    }
+
+    /// Waits for room for one more instance under `max_instances`. The
+    /// permit lives in the instance's store, so the room is given back when
+    /// the instance is dropped, however its call ended.
+    pub async fn admit(&self) -> Option<OwnedSemaphorePermit> {
+        let instances = self.instances.clone()?;
+        // The semaphore is never closed, so acquiring cannot fail.
+        instances.acquire_owned().await.ok()
     }
 
     /// A fresh WASI context with exactly the grants of the manifest.

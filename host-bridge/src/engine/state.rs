@@ -32,6 +32,9 @@ pub struct HostState {
     pub state_store: Arc<dyn StateStore>,
     /// Set while handling a delivery; attached to the guest's publishes.
     pub trace: Option<TraceContext>,
+    /// The instance's place under its component's `max_instances`, given
+    /// back when the store is dropped.
+    pub(crate) _admission: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl WasiView for HostState {

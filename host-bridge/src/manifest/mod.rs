@@ -62,6 +62,9 @@ pub struct DeliveryPolicy {
     pub initial_backoff: Duration,
     /// The longest wait between two deliveries.
     pub max_backoff: Duration,
+    /// How many messages may wait in one subscription's queue; a publish
+    /// that would go past it is refused as `unavailable`.
+    pub max_queued: usize,
 }
 
 impl Default for DeliveryPolicy {
@@ -70,6 +73,7 @@ impl Default for DeliveryPolicy {
             max_attempts: 5,
             initial_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(10),
+            max_queued: 10_000,
         }
     }
 }
@@ -157,6 +161,9 @@ pub struct SandboxLimits {
     pub max_memory: usize,
     /// Whether the guest sees the real clocks. Without it, both clocks read zero.
     pub clock: bool,
+    /// The most instances of the component alive at once; more calls wait.
+    /// `None`: only the engine-wide `--max-instances` bounds them.
+    pub max_instances: Option<u32>,
 }
 
 impl Default for SandboxLimits {
@@ -165,6 +172,7 @@ impl Default for SandboxLimits {
             timeout: Duration::from_secs(30),
             max_memory: 64 << 20,
             clock: false,
+            max_instances: None,
         }
     }
 }
@@ -235,6 +243,7 @@ struct RawDeliveryPolicy {
     max_attempts: Option<u32>,
     initial_backoff_ms: Option<u64>,
     max_backoff_ms: Option<u64>,
+    max_queued: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -306,6 +315,7 @@ struct RawHostBridgeTool {
     timeout_ms: Option<u64>,
     max_memory_mb: Option<usize>,
     clock: Option<bool>,
+    max_instances: Option<u32>,
 }
 
 /// The name of this tool's table under `[component.NAME.tool]`.
@@ -620,6 +630,12 @@ fn validate_application(raw: RawApplication, problems: &mut Problems) -> Applica
         if let Some(ms) = p.max_backoff_ms {
             delivery.max_backoff = Duration::from_millis(ms);
         }
+        if let Some(n) = p.max_queued {
+            if n == 0 {
+                problems.push(format!("{here} max_queued: must be at least 1"));
+            }
+            delivery.max_queued = n.max(1);
+        }
         if delivery.max_backoff < delivery.initial_backoff {
             problems.push(format!(
                 "{here} max_backoff_ms: must not be below initial_backoff_ms"
@@ -731,6 +747,14 @@ fn validate_component(
                     sandbox.max_memory = mb << 20;
                 }
                 sandbox.clock = t.clock.unwrap_or(false);
+                if let Some(n) = t.max_instances {
+                    if n == 0 {
+                        problems.push(format!(
+                            "{here}.tool.{TOOL_NAME} max_instances: must be at least 1"
+                        ));
+                    }
+                    sandbox.max_instances = Some(n);
+                }
             }
             Err(e) => problems.push(format!("{here}.tool.{TOOL_NAME}: {}", e.message())),
         }

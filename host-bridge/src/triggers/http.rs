@@ -115,6 +115,12 @@ impl Endpoint for HttpTrigger {
         let route = &self.routes[index];
         let (component, handler) = &self.handlers[index];
 
+        // The guest streams the body as it reads it; it never sees more
+        // than the limit. A declared length over it is refused up front.
+        let limit = server::body_limit(&request);
+        if let Err(e) = server::check_declared_length(&request) {
+            return e.response();
+        }
         let (mut parts, body) = request.into_parts();
         let authority = parts
             .headers
@@ -159,7 +165,14 @@ impl Endpoint for HttpTrigger {
                 parts.headers.insert(header, value);
             }
         }
-        let body = body.map_err(wasmtime_wasi_http::Error::from).boxed_unsync();
+        let body = http_body_util::Limited::new(body, limit)
+            // Past the limit the guest's body stream fails with WASI's own
+            // `HTTP-request-body-size` error.
+            .map_err(move |e| match e.downcast::<hyper::Error>() {
+                Ok(e) => wasmtime_wasi_http::Error::from(*e),
+                Err(_) => wasmtime_wasi_http::Error::HttpRequestBodySize(Some(limit as u64)),
+            })
+            .boxed_unsync();
         let request = http::Request::from_parts(parts, body);
 
         let started = Instant::now();
@@ -209,7 +222,7 @@ impl HandlerState for ComponentHttp {
     type WorkerState = OneRequest;
 
     async fn instantiate(&self) -> wasmtime::Result<Instance<HostState, Expiration, OneRequest>> {
-        let mut store = self.engine.store(&self.sandbox, None)?;
+        let mut store = self.engine.store(&self.sandbox, None).await?;
         let proxy = self.pre.instantiate_async(&mut store).await?;
         let timeout = self.sandbox.limits.timeout;
         Ok(Instance {

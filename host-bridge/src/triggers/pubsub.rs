@@ -95,7 +95,7 @@ impl PubsubTrigger {
             traceparent: event.traceparent.clone(),
             tracestate: event.tracestate.clone(),
         };
-        let mut store = self.engine.store(&target.sandbox, Some(trace))?;
+        let mut store = self.engine.store(&target.sandbox, Some(trace)).await?;
         let limit = target.sandbox.limits.timeout + HOST_TIMEOUT_SLACK;
         let call = async {
             let instance = target.pre.instantiate_async(&mut store).await?;

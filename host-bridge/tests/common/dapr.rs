@@ -4,11 +4,26 @@
 //!
 //! Every process is started on free ports and killed when its guard drops.
 
+use super::logs::{self, LogEntry};
 use super::{Host, client, free_port, workspace};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// The app health check the README's `dapr run` command turns on, and every
+/// daprd here runs with. daprd stops delivering to an app that fails a probe
+/// (every second, a threshold of one), so a delivery to a dead host-bridge
+/// is never acked: see "When host-bridge is down" in the README.
+pub const APP_HEALTH_FLAGS: [&str; 7] = [
+    "--enable-app-health-check",
+    "--app-health-check-path",
+    "/healthz",
+    "--app-health-probe-interval",
+    "1",
+    "--app-health-threshold",
+    "1",
+];
 
 /// The daprd the install script put in Dapr's standard place.
 pub fn daprd_path() -> PathBuf {
@@ -32,29 +47,86 @@ impl Drop for Guard {
     }
 }
 
-/// A private Redis.
+impl Guard {
+    /// Waits until `ready` is true; fails the test at once if the process
+    /// exits first, or after `timeout`.
+    pub fn wait_until_ready(
+        &mut self,
+        name: &str,
+        timeout: Duration,
+        mut ready: impl FnMut() -> bool,
+    ) {
+        wait_until(timeout, &format!("{name} to be ready"), || {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                panic!("{name} exited ({status}) before it was ready");
+            }
+            ready()
+        });
+    }
+}
+
+/// A private Redis, logging to a file.
 pub struct Redis {
-    _process: Guard,
+    process: Guard,
     pub port: u16,
+    pub dir: tempfile::TempDir,
+    args: Vec<String>,
+    _log: LogEntry,
 }
 
 impl Redis {
     pub fn start() -> Redis {
+        Redis::start_with(&["--save", "", "--appendonly", "no"])
+    }
+
+    /// Starts redis-server on a free port with extra arguments (persistence settings, say).
+    pub fn start_with(args: &[&str]) -> Redis {
         let port = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("redis.log");
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let mut redis = Redis {
+            _log: logs::register(format!("redis-server on port {port}"), &log),
+            process: Redis::spawn(port, dir.path(), &args),
+            port,
+            dir,
+            args,
+        };
+        redis.wait_ready();
+        redis
+    }
+
+    fn spawn(port: u16, dir: &Path, args: &[String]) -> Guard {
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .arg("--dir")
+            .arg(dir)
+            .arg("--logfile")
+            .arg(dir.join("redis.log"))
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("cannot start redis-server: run `make test` (or scripts/install-dapr.sh), which installs it");
-        let redis = Redis {
-            _process: Guard(child),
-            port,
-        };
-        wait_until(Duration::from_secs(10), "redis-server to listen", || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        redis
+        Guard(child)
+    }
+
+    fn wait_ready(&mut self) {
+        let port = self.port;
+        self.process
+            .wait_until_ready("redis-server", Duration::from_secs(10), || {
+                std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            });
+    }
+
+    /// Kills redis-server with SIGKILL and starts it again on the same port
+    /// and data directory, after `down`.
+    pub fn crash_and_restart(&mut self, down: Duration) {
+        let _ = self.process.0.kill();
+        let _ = self.process.0.wait();
+        std::thread::sleep(down);
+        self.process = Redis::spawn(self.port, self.dir.path(), &self.args);
+        self.wait_ready();
     }
 }
 
@@ -67,7 +139,11 @@ pub struct Backing {
 
 impl Backing {
     pub fn start() -> Backing {
-        let redis = Redis::start();
+        Backing::on(Redis::start())
+    }
+
+    /// The resources pointed at `redis`.
+    pub fn on(redis: Redis) -> Backing {
         let dir = tempfile::tempdir().unwrap();
         let resources = resources(dir.path(), &redis);
         Backing {
@@ -95,12 +171,16 @@ pub fn resources(dir: &Path, redis: &Redis) -> PathBuf {
 
 /// A running daprd.
 pub struct Daprd {
-    _process: Guard,
+    process: Guard,
+    _log_entry: LogEntry,
     pub http_port: u16,
     pub grpc_port: u16,
     pub url: String,
     pub log: PathBuf,
     api_token: Option<String>,
+    /// Its whole command line, to start it again as it was.
+    command: Vec<String>,
+    env: Vec<(&'static str, String)>,
 }
 
 impl Daprd {
@@ -110,40 +190,38 @@ impl Daprd {
         app_port: u16,
         resources: &Path,
         log_dir: &Path,
-        env: &[(&str, String)],
+        env: &[(&'static str, String)],
     ) -> Daprd {
         let (http_port, grpc_port) = (free_port(), free_port());
         let log = log_dir.join(format!("daprd-{app_id}-{http_port}.log"));
-        let mut command = Command::new(daprd_path());
-        command
-            .args(["--app-id", app_id])
-            .args(["--app-port", &app_port.to_string()])
-            .args(["--dapr-http-port", &http_port.to_string()])
-            .args(["--dapr-grpc-port", &grpc_port.to_string()])
-            .args(["--dapr-internal-grpc-port", &free_port().to_string()])
-            .args(["--metrics-port", &free_port().to_string()])
-            .arg("--resources-path")
-            .arg(resources)
-            .args([
-                "--placement-host-address",
-                "",
-                "--scheduler-host-address",
-                "",
-            ])
-            .args([
-                "--enable-app-health-check",
-                "--app-health-check-path",
-                "/healthz",
-            ])
-            .args(["--app-health-probe-interval", "1", "--log-level", "info"])
-            .stdout(fs::File::create(&log).unwrap())
-            .stderr(Stdio::inherit());
-        for (name, value) in env {
-            command.env(name, value);
-        }
-        let child = command.spawn().expect("cannot start daprd");
-        let daprd = Daprd {
-            _process: Guard(child),
+        let mut command: Vec<String> = [
+            "--app-id",
+            app_id,
+            "--app-port",
+            &app_port.to_string(),
+            "--dapr-http-port",
+            &http_port.to_string(),
+            "--dapr-grpc-port",
+            &grpc_port.to_string(),
+            "--dapr-internal-grpc-port",
+            &free_port().to_string(),
+            "--metrics-port",
+            &free_port().to_string(),
+            "--resources-path",
+            &resources.display().to_string(),
+            "--placement-host-address",
+            "",
+            "--scheduler-host-address",
+            "",
+            "--log-level",
+            "info",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        command.extend(APP_HEALTH_FLAGS.map(str::to_owned));
+        let mut daprd = Daprd {
+            _log_entry: logs::register(format!("daprd {app_id} on port {http_port}"), &log),
+            process: Daprd::spawn(&command, env, &log),
             http_port,
             grpc_port,
             url: format!("http://127.0.0.1:{http_port}"),
@@ -152,15 +230,50 @@ impl Daprd {
                 .iter()
                 .find(|(k, _)| *k == "DAPR_API_TOKEN")
                 .map(|(_, v)| v.clone()),
+            command,
+            env: env.to_vec(),
         };
-        let url = format!("{}/v1.0/healthz/outbound", daprd.url);
-        wait_until(Duration::from_secs(60), "daprd to be ready", || {
-            client()
-                .get(&url)
-                .send()
-                .is_ok_and(|r| r.status().is_success())
-        });
+        daprd.wait_ready();
         daprd
+    }
+
+    fn spawn(command: &[String], env: &[(&'static str, String)], log: &Path) -> Guard {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let child = Command::new(daprd_path())
+            .args(command)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdout(log)
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("cannot start daprd");
+        Guard(child)
+    }
+
+    fn wait_ready(&mut self) {
+        let url = format!("{}/v1.0/healthz/outbound", self.url);
+        self.process
+            .wait_until_ready("daprd", Duration::from_secs(60), || {
+                client()
+                    .get(&url)
+                    .send()
+                    .is_ok_and(|r| r.status().is_success())
+            });
+    }
+
+    /// Kills daprd with SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.process.0.kill();
+        let _ = self.process.0.wait();
+    }
+
+    /// Starts daprd again, as it was, on the same ports, after [`Daprd::kill`].
+    pub fn restart(&mut self) {
+        self.process = Daprd::spawn(&self.command, &self.env, &self.log);
+        self.wait_ready();
     }
 
     /// Waits until daprd has subscribed the app to every one of `topics`.
@@ -196,6 +309,12 @@ impl Daprd {
 pub struct DaprApp {
     pub host: Host,
     pub daprd: Daprd,
+    /// What the host was started with, to start it again.
+    manifest: String,
+    host_env: Vec<(&'static str, String)>,
+    app_port: u16,
+    /// daprd's log; the host's is in its own directory, which a restart replaces.
+    _daprd_dir: tempfile::TempDir,
 }
 
 impl DaprApp {
@@ -209,21 +328,45 @@ impl DaprApp {
         manifest: &str,
         resources: &Path,
         topics: &[&str],
-        env: &[(&str, String)],
+        env: &[(&'static str, String)],
     ) -> DaprApp {
-        let dir = tempfile::tempdir().unwrap();
+        let daprd_dir = tempfile::tempdir().unwrap();
         let app_port = free_port();
         // daprd dials the app until it answers, so daprd starts first, as
         // under `dapr run`.
-        let daprd = Daprd::start(app_id, app_port, resources, dir.path(), env);
+        let daprd = Daprd::start(app_id, app_port, resources, daprd_dir.path(), env);
         let mut host_env = vec![
             ("DAPR_HTTP_PORT", daprd.http_port.to_string()),
             ("DAPR_GRPC_PORT", daprd.grpc_port.to_string()),
         ];
         host_env.extend(env.iter().cloned());
-        let host = Host::start_with(dir, manifest, app_port, &host_env, Some(daprd.url.clone()));
+        let host = Host::start_with(
+            tempfile::tempdir().unwrap(),
+            manifest,
+            app_port,
+            &host_env,
+            Some(daprd.url.clone()),
+        );
         daprd.wait_for_subscriptions(topics);
-        DaprApp { host, daprd }
+        DaprApp {
+            host,
+            daprd,
+            manifest: manifest.to_owned(),
+            host_env,
+            app_port,
+            _daprd_dir: daprd_dir,
+        }
+    }
+
+    /// Starts host-bridge again, on the same port, after [`Host::kill`].
+    pub fn restart_host(&mut self) {
+        self.host = Host::start_with(
+            tempfile::tempdir().unwrap(),
+            &self.manifest,
+            self.app_port,
+            &self.host_env,
+            Some(self.daprd.url.clone()),
+        );
     }
 }
 

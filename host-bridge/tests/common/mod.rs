@@ -9,12 +9,16 @@
 #![allow(dead_code)]
 
 pub mod dapr;
+pub mod logs;
+mod ports;
 
-use std::io::{BufRead, BufReader};
+pub use ports::free_port;
+
+use std::io::{BufRead, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The workspace root.
@@ -68,6 +72,8 @@ pub struct Host {
     /// Everything the host printed, for failure messages.
     output: mpsc::Receiver<String>,
     log: Vec<String>,
+    /// Shows the host's output file if the test fails.
+    _log_entry: logs::LogEntry,
 }
 
 impl Host {
@@ -121,20 +127,28 @@ impl Host {
             .stderr(Stdio::piped())
             .spawn()
             .expect("cannot start host-bridge");
+        // Each line goes to the test (to wait on) and to a file (for the
+        // failure message's tail).
+        let log_path = dir.path().join("host-bridge.log");
+        let log_file = Arc::new(Mutex::new(std::fs::File::create(&log_path).unwrap()));
+        let log_entry = logs::register(format!("host-bridge on port {port}"), &log_path);
         let (tx, rx) = mpsc::channel();
         for stream in [
             Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
             Box::new(child.stderr.take().unwrap()),
         ] {
             let tx = tx.clone();
+            let log_file = log_file.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if tx.send(line).is_err() {
-                        break;
-                    }
+                    let _ = writeln!(log_file.lock().unwrap(), "{line}");
+                    let _ = tx.send(line);
                 }
             });
         }
+        // The readers hold the only senders, so the channel disconnects when
+        // the process has exited and closed its pipes.
+        drop(tx);
         let url = format!("http://127.0.0.1:{port}");
         let mut host = Host {
             child,
@@ -147,12 +161,14 @@ impl Host {
             dir,
             output: rx,
             log: Vec::new(),
+            _log_entry: log_entry,
         };
         host.wait_for_line("is ready on", Duration::from_secs(120));
         host
     }
 
-    /// Waits until the host prints a line containing `needle`.
+    /// Waits until the host prints a line containing `needle`; fails at once
+    /// if the host exits first.
     pub fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
         loop {
@@ -162,7 +178,14 @@ impl Host {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.output.recv_timeout(left) {
                 Ok(line) => self.log.push(line),
-                Err(_) => panic!(
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = self.child.wait().unwrap();
+                    panic!(
+                        "host-bridge exited ({status}) before printing {needle:?}; it printed:\n{}",
+                        self.drain_log()
+                    )
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!(
                     "host-bridge did not print {needle:?} within {timeout:?}; it printed:\n{}",
                     self.drain_log()
                 ),
@@ -176,6 +199,34 @@ impl Host {
             self.log.push(line);
         }
         self.log.join("\n")
+    }
+
+    /// Kills the process with SIGKILL, as a crash would: nothing is flushed,
+    /// nothing is drained.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM, as `dapr run`, systemd or Kubernetes would to stop
+    /// the app, and waits at most `timeout` for the process to exit.
+    pub fn terminate(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("cannot run kill");
+        assert!(status.success(), "kill -TERM failed");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "host-bridge did not exit within {timeout:?} of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Whether the process is still running.
@@ -252,14 +303,24 @@ impl Host {
         );
     }
 
+    /// A value from the state store, as bytes, if set.
+    pub fn state_bytes(&self, key: &str) -> Option<Vec<u8>> {
+        self.state_response(key)
+            .map(|r| r.bytes().unwrap().to_vec())
+    }
+
     /// A value from the state store, if set.
     pub fn state(&self, key: &str) -> Option<String> {
+        self.state_response(key).map(|r| r.text().unwrap())
+    }
+
+    fn state_response(&self, key: &str) -> Option<reqwest::blocking::Response> {
         let response = self
             .api(client().get(format!("{}/v1.0/state/statestore/{key}", self.api_url)))
             .send()
             .unwrap();
         match response.status().as_u16() {
-            200 => Some(response.text().unwrap()),
+            200 => Some(response),
             204 => None,
             other => panic!(
                 "state read of {key} at {} answered {other}: {}",
@@ -327,15 +388,6 @@ pub fn client() -> reqwest::blocking::Client {
                 .unwrap()
         })
         .clone()
-}
-
-/// A port nothing listens on right now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The example app's manifest (the repo's `spin.toml`), with sources pointed
@@ -440,4 +492,31 @@ pub fn check_routing(host: &mut Host) {
         None,
         "the gadget matched the widget rule"
     );
+}
+
+/// State is bytes on every backend: a guest saves each payload as it
+/// arrived (topic `store`), reads it back and records whether it got the
+/// same bytes; and the sidecar API (the embedded one, or daprd's) answers
+/// those bytes too.
+pub fn check_state_is_bytes(host: &mut Host) {
+    let all_bytes: Vec<u8> = (0..=255).collect();
+    let cases: [(&str, &str, &[u8]); 4] = [
+        ("all-bytes", "application/octet-stream", &all_bytes),
+        ("quoted", "text/plain", br#""hello""#),
+        ("spaced-json", "text/plain", b"{ \"a\" :  [1,  2] }\n"),
+        ("empty", "application/octet-stream", b""),
+    ];
+    for (id, content_type, data) in cases {
+        host.publish("store", id, content_type, data.to_vec());
+    }
+    for (id, _, data) in cases {
+        let verdict =
+            host.wait_for_state(&format!("readback-{id}"), Duration::from_secs(30), |_| true);
+        assert_eq!(verdict, "same", "the guest read back other bytes for {id}");
+        assert_eq!(
+            host.state_bytes(&format!("stored-{id}")).as_deref(),
+            Some(data),
+            "the sidecar API answered other bytes for {id}"
+        );
+    }
 }
