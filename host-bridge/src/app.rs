@@ -14,7 +14,8 @@
 //! flight get `shutdown_grace` to finish before the process exits.
 
 use crate::broker::dapr::{DaprSidecar, SidecarConfig};
-use crate::broker::embedded::{EmbeddedBroker, MemoryStateStore};
+use crate::broker::embedded::{DurableStateStore, EmbeddedBroker, MemoryStateStore};
+use crate::broker::journal::Journal;
 use crate::broker::{Broker, Capabilities, Metrics, StateStore};
 use crate::engine::{Engine, EngineOptions, LoadedComponent};
 use crate::manifest::Manifest;
@@ -45,6 +46,40 @@ pub struct UpOptions {
     pub dapr_ready_timeout: Duration,
     /// The largest request or delivery body read (`--max-body-size`).
     pub max_body: usize,
+    /// Where the embedded broker keeps messages and state.
+    pub embedded_data: EmbeddedData,
+}
+
+/// `--data-dir` and `--in-memory`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EmbeddedData {
+    /// On disk, in `$XDG_DATA_HOME/host-bridge/{app}` (else
+    /// `~/.local/share/host-bridge/{app}`).
+    DefaultDir,
+    /// On disk, in this directory.
+    Dir(PathBuf),
+    /// In memory only: gone when the process exits.
+    InMemory,
+}
+
+impl EmbeddedData {
+    /// The directory, if on disk, for the app named `app`.
+    fn dir(&self, app: &str) -> Option<PathBuf> {
+        match self {
+            EmbeddedData::InMemory => None,
+            EmbeddedData::Dir(dir) => Some(dir.clone()),
+            EmbeddedData::DefaultDir => Some(
+                std::env::var_os("XDG_DATA_HOME")
+                    .map(PathBuf::from)
+                    .or_else(|| {
+                        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share"))
+                    })
+                    .unwrap_or_else(std::env::temp_dir)
+                    .join("host-bridge")
+                    .join(app),
+            ),
+        }
+    }
 }
 
 /// `--broker`.
@@ -101,18 +136,34 @@ pub async fn up(options: UpOptions, shutdown: impl Future<Output = ()>) -> anyho
         )?);
         (sidecar.clone(), sidecar)
     } else {
-        let state_store: Arc<dyn StateStore> = Arc::new(MemoryStateStore::default());
+        let journal = match options.embedded_data.dir(&manifest.application.name) {
+            Some(dir) => {
+                let journal = Arc::new(Journal::open(&dir)?);
+                eprintln!(
+                    "host-bridge: the embedded broker keeps messages and state in {}",
+                    journal.path().display()
+                );
+                Some(journal)
+            }
+            None => None,
+        };
+        let state_store: Arc<dyn StateStore> = match &journal {
+            Some(journal) => Arc::new(DurableStateStore::new(journal.clone())),
+            None => Arc::new(MemoryStateStore::default()),
+        };
         let broker = EmbeddedBroker::new(
             &manifest.application.name,
             manifest.application.delivery,
             metrics.clone(),
             state_store.clone(),
+            journal,
         );
         (Arc::new(broker), state_store)
     };
     let capabilities = Capabilities {
         broker: broker.clone(),
         state_store,
+        metrics: metrics.clone(),
     };
     let engine = Arc::new(Engine::new(&options.engine, capabilities)?);
 
@@ -138,7 +189,7 @@ pub async fn up(options: UpOptions, shutdown: impl Future<Output = ()>) -> anyho
     let left = broker.shutdown(options.shutdown_grace).await;
     if left > 0 {
         eprintln!(
-            "host-bridge: {left} deliveries were still in flight at exit: daprd redelivers them; the embedded broker loses them"
+            "host-bridge: {left} deliveries were still in flight at exit: daprd redelivers them, and so does the embedded broker after a restart, unless it runs --in-memory"
         );
     }
     Ok(())

@@ -2,7 +2,7 @@
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use host_bridge::app::{self, BrokerChoice, UpOptions};
+use host_bridge::app::{self, BrokerChoice, EmbeddedData, UpOptions};
 use host_bridge::engine::EngineOptions;
 use host_bridge::manifest::Manifest;
 use std::net::SocketAddr;
@@ -65,6 +65,14 @@ enum Command {
         /// unit (`4Mi`, `512Ki`, `10M`), as daprd's own --max-body-size.
         #[arg(long, default_value = "4Mi", value_parser = parse_size, env = "HOST_BRIDGE_MAX_BODY_SIZE")]
         max_body_size: usize,
+        /// Where the embedded broker keeps messages and state, so they survive
+        /// a restart [default: $XDG_DATA_HOME/host-bridge/APP or ~/.local/share/host-bridge/APP].
+        #[arg(long, env = "HOST_BRIDGE_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// Keep the embedded broker's messages and state in memory only: they
+        /// are gone when the process exits.
+        #[arg(long, conflicts_with = "data_dir")]
+        in_memory: bool,
     },
     /// Run each component's [component.NAME.build] command, like `spin build`.
     Build {
@@ -120,6 +128,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             broker,
             dapr_ready_timeout,
             max_body_size,
+            data_dir,
+            in_memory,
         } => {
             let listen = match (listen, std::env::var("APP_PORT")) {
                 (Some(listen), _) => listen,
@@ -145,6 +155,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 broker,
                 dapr_ready_timeout: Duration::from_secs(dapr_ready_timeout),
                 max_body: max_body_size,
+                embedded_data: match (in_memory, data_dir) {
+                    (true, _) => EmbeddedData::InMemory,
+                    (false, Some(dir)) => EmbeddedData::Dir(dir),
+                    (false, None) => EmbeddedData::DefaultDir,
+                },
             };
             let runtime =
                 tokio::runtime::Runtime::new().context("cannot start the async runtime")?;

@@ -192,9 +192,10 @@ fn with_the_sidecar_down_publishes_fail_clearly_and_deliveries_retry() {
     let backing = Backing::start();
     let manifest = format!(
         "{}\n[[trigger.pubsub]]\ncomponent = \"test-subscriber\"\npubsubname = \"pubsub\"\ntopic = \"relay\"\n\
-         [component.test-subscriber]\nsource = \"{}\"\n",
+         [component.test-subscriber]\nsource = \"{}\"\n[component.test-subscriber.tool.host-bridge]\n{}\n",
         common::orders_manifest(),
-        common::wasm("test_subscriber")
+        common::wasm("test_subscriber"),
+        common::TEST_SUBSCRIBER_PUBLISHES
     );
     let mut app = DaprApp::start(
         "sidecar-down",

@@ -300,3 +300,155 @@ fn state_values_are_exact_bytes() {
     let mut host = Host::start(&test_subscriber_manifest(&["store"], 5, "", ""));
     common::check_state_is_bytes(&mut host);
 }
+
+/// The embedded broker is durable: every publish that was acknowledged
+/// survives a `kill -9` and is processed after the restart, and a processed
+/// order is still there.
+#[test]
+fn accepted_messages_survive_a_kill_9_and_are_processed_after_restart() {
+    const COUNT: usize = 200;
+    // Each delivery takes half a second, so most are still queued at the kill.
+    let mut manifest = test_subscriber_manifest(&["slow"], 5, "clock = true", "");
+    manifest.push_str(&orders_manifest_tail());
+    let mut host = Host::start(&manifest);
+    let response = host.post("/orders", "application/json", ORDER);
+    assert_eq!(response.status(), 202);
+    host.wait_for_state("order-o-1", Duration::from_secs(20), |v| {
+        v.contains("processed")
+    });
+    for i in 0..COUNT {
+        host.publish("slow", &format!("k-{i}"), "text/plain", format!("m{i}"));
+    }
+    host.kill_and_restart();
+    host.wait_for_line("delivered again", Duration::from_secs(5));
+    for i in 0..COUNT {
+        host.wait_for_state(&format!("received-k-{i}"), Duration::from_secs(60), |_| {
+            true
+        });
+    }
+    let order: Value = host.get_json("/orders/o-1");
+    assert_eq!(order["status"], "processed");
+}
+
+/// What the orders app adds to a test manifest: its triggers and components.
+fn orders_manifest_tail() -> String {
+    let orders = orders_manifest();
+    let start = orders
+        .find("\n[[trigger.")
+        .expect("the orders manifest has triggers");
+    orders[start..].to_owned()
+}
+
+/// Delivery counts and dead letters survive a restart: a message that
+/// always answers RETRY gets exactly `max_attempts` deliveries in all, one
+/// before the kill and the rest after, then reaches the dead-letter topic.
+#[test]
+fn redelivery_counts_survive_a_restart() {
+    let manifest = test_subscriber_manifest(&[], 3, "", "")
+        .replace("initial_backoff_ms = 20", "initial_backoff_ms = 1000")
+        .replace("max_backoff_ms = 100", "max_backoff_ms = 1000")
+        + &format!(
+            r#"
+[[trigger.pubsub]]
+component = "test-subscriber"
+pubsubname = "pubsub"
+topic = "poison"
+dead_letter_topic = "poison-dead"
+
+[[trigger.pubsub]]
+component = "dead-letter"
+pubsubname = "pubsub"
+topic = "poison-dead"
+
+[component.dead-letter]
+source = "{}"
+"#,
+            common::wasm("dead_letter")
+        );
+    let mut host = Host::start(&manifest);
+    host.publish("poison", "p-1", "text/plain", "never");
+    host.wait_for_state("attempts-p-1", Duration::from_secs(10), |v| v == "1");
+    // The count is written right after the guest answers, without waiting
+    // on the disk; the next delivery is a second away.
+    std::thread::sleep(Duration::from_millis(300));
+    host.kill_and_restart();
+    host.wait_for_state("deadletter-p-1", Duration::from_secs(30), |_| true);
+    assert_eq!(host.state("attempts-p-1").as_deref(), Some("3"));
+}
+
+/// Two hosts cannot share a data directory: the second is refused at
+/// startup with the path, and the first keeps serving.
+#[test]
+fn a_data_dir_in_use_is_refused_by_name() {
+    let host = Host::start(&test_subscriber_manifest(&["record"], 5, "", ""));
+    let data_dir = host.dir.path().join("broker-data");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_host-bridge"))
+        .arg("up")
+        .arg("--manifest")
+        .arg(host.dir.path().join("spin.toml"))
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{}", common::free_port()))
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .env_remove("DAPR_HTTP_PORT")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&data_dir.join("embedded.redb").display().to_string())
+            && stderr.contains("open in another host-bridge"),
+        "{stderr}"
+    );
+    assert_eq!(host.get("/healthz").status(), 200);
+}
+
+/// `max_instances` bounds how many instances of a component run at once:
+/// ten deliveries of half a second each, two at a time, cannot all be done
+/// in less than two and a half seconds (with no bound, 32 run at once).
+#[test]
+fn max_instances_bounds_a_components_concurrency() {
+    let mut host = Host::start(&test_subscriber_manifest(
+        &["slow"],
+        5,
+        "clock = true\nmax_instances = 2",
+        "",
+    ));
+    let started = std::time::Instant::now();
+    for i in 0..10 {
+        host.publish("slow", &format!("c-{i}"), "text/plain", "x");
+    }
+    for i in 0..10 {
+        host.wait_for_state(&format!("received-c-{i}"), Duration::from_secs(30), |_| {
+            true
+        });
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(2500),
+        "10 deliveries of 0.5 s took only {took:?}: more than 2 ran at once"
+    );
+}
+
+/// A component publishes only where its manifest allows: elsewhere its
+/// publish fails with `forbidden` (here the guest then answers RETRY), the
+/// broker never sees it, and `/metrics` counts it.
+#[test]
+fn a_publish_the_manifest_does_not_grant_is_forbidden() {
+    let manifest = test_subscriber_manifest(&["forward", "record-forwarded"], 2, "", "").replace(
+        common::TEST_SUBSCRIBER_PUBLISHES,
+        r#"allowed_publish_topics = ["pubsub/elsewhere"]"#,
+    );
+    let mut host = Host::start(&manifest);
+    host.publish("forward", "f-1", "text/plain", "hello");
+    host.wait_for_line(
+        "may not publish to pubsub/record-forwarded: add \\\"pubsub/record-forwarded\\\" to allowed_publish_topics in [component.test-subscriber.tool.host-bridge]",
+        Duration::from_secs(10),
+    );
+    common::dapr::wait_until(Duration::from_secs(10), "both attempts", || {
+        host.metric("host_bridge_publishes_refused_total{reason=\"forbidden\"}") == 2
+    });
+    assert_eq!(host.state("received-fwd-f-1"), None);
+    // Only the test's own publish reached the broker.
+    assert_eq!(host.metric("host_bridge_messages_published_total"), 1);
+}

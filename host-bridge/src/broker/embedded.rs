@@ -1,8 +1,11 @@
 //! The embedded default broker and state store: the app runs with no Dapr.
 //!
-//! Everything lives in this process's memory, so it is for local runs and
-//! tests: messages waiting for delivery and saved state are gone when the
-//! process exits. Within a run it keeps Dapr's delivery contract:
+//! Messages waiting for delivery and saved state are kept in a
+//! [`Journal`] on disk (`--data-dir`), so they survive a crash or a restart:
+//! a publish is acknowledged only once it is on disk, and a message leaves
+//! the disk only once it is done (see `journal.rs`). With `--in-memory` there
+//! is no journal, and both are gone when the process exits. Either way the
+//! broker keeps Dapr's delivery contract:
 //!
 //! - **Fan-out.** Every subscription on a topic gets its own copy of every
 //!   message published to it; on a topic routed with `match` rules, the
@@ -29,6 +32,7 @@
 //! the sidecar API) and counted, and goes nowhere. A message on its way to a
 //! dead-letter topic is never refused: it waits for room.
 
+use super::journal::{self, Journal, QueueKey, StoredMessage};
 use super::routing::Rule;
 use super::sidecar_api::SidecarApi;
 use super::{Broker, DeliveryTarget, InFlight, Metrics, StateStore, Subscription, cloudevent};
@@ -38,7 +42,7 @@ use crate::server::Endpoint;
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime};
 use tokio::sync::{Semaphore, mpsc};
 
 /// How many messages one subscription handles at the same time.
@@ -49,7 +53,22 @@ pub const MAX_CONCURRENT_DELIVERIES: usize = 32;
 struct Envelope {
     event: Event,
     /// When the message expires, if it was published with a TTL.
-    expires: Option<Instant>,
+    expires: Option<SystemTime>,
+    /// Its row in the journal, when there is one.
+    seq: Option<u64>,
+    /// Deliveries so far that did not succeed.
+    attempts: u32,
+}
+
+impl Envelope {
+    fn stored(&self, queue: &QueueKey) -> StoredMessage {
+        StoredMessage {
+            queue: queue.clone(),
+            event: (&self.event).into(),
+            attempts: self.attempts,
+            expires_unix_ms: self.expires.map(journal::to_unix_ms),
+        }
+    }
 }
 
 type TopicKey = (String, String);
@@ -57,8 +76,8 @@ type TopicKey = (String, String);
 /// One subscription's queue on a topic.
 struct Queue {
     tx: mpsc::Sender<Envelope>,
-    /// The subscribing component, for errors.
-    component: String,
+    /// The subscription: its pub/sub, topic and component.
+    key: QueueKey,
     /// Whether the topic is routed with `match` rules: then each message
     /// goes to one routed queue, not to all.
     routed: bool,
@@ -82,6 +101,8 @@ struct Inner {
     topics: RwLock<HashMap<TopicKey, Vec<Queue>>>,
     /// Messages handed to a subscription and not yet acked or given up on.
     in_flight: InFlight,
+    /// Where messages wait on disk; `None` with `--in-memory`.
+    journal: Option<Arc<Journal>>,
 }
 
 impl EmbeddedBroker {
@@ -90,6 +111,7 @@ impl EmbeddedBroker {
         policy: DeliveryPolicy,
         metrics: Arc<Metrics>,
         state_store: Arc<dyn StateStore>,
+        journal: Option<Arc<Journal>>,
     ) -> EmbeddedBroker {
         EmbeddedBroker {
             state_store,
@@ -99,6 +121,7 @@ impl EmbeddedBroker {
                 in_flight: InFlight::new(metrics.clone()),
                 metrics,
                 topics: RwLock::new(HashMap::new()),
+                journal,
             }),
         }
     }
@@ -118,30 +141,40 @@ impl Broker for EmbeddedBroker {
     ) -> Result<(), PublishError> {
         let ttl = message.metadata.ttl_seconds;
         let event = cloudevent::from_message(&self.inner.app_id, pubsubname, topic, message)?;
-        let expires = ttl.map(|s| Instant::now() + Duration::from_secs(s.into()));
+        let expires = ttl.map(|s| SystemTime::now() + Duration::from_secs(s.into()));
         let targets = self.inner.targets(pubsubname, topic, &event);
-        // All or nothing: a place in every queue first, then the sends.
+        // All or nothing: a place in every queue first, then the journal,
+        // then the sends.
         let mut permits = Vec::with_capacity(targets.len());
-        for (tx, component) in &targets {
+        for (tx, key) in &targets {
             match tx.try_reserve() {
-                Ok(permit) => permits.push(permit),
+                Ok(permit) => permits.push((permit, key)),
                 Err(mpsc::error::TrySendError::Full(())) => {
                     Metrics::inc(&self.inner.metrics.publishes_refused_queue_full);
                     return Err(PublishError::Unavailable(format!(
-                        "the embedded broker's queue for `{component}` on {pubsubname}/{topic} is full \
+                        "the embedded broker's queue for `{}` on {pubsubname}/{topic} is full \
                          ({} messages waiting); try again later",
-                        self.inner.policy.max_queued
+                        key.component, self.inner.policy.max_queued
                     )));
                 }
                 // Shutting down: the subscription no longer takes messages.
                 Err(mpsc::error::TrySendError::Closed(())) => {}
             }
         }
+        let envelope = Envelope {
+            event,
+            expires,
+            seq: None,
+            attempts: 0,
+        };
+        let envelopes = self
+            .inner
+            .persist(&envelope, permits.iter().map(|(_, key)| *key))
+            .await?;
         Metrics::inc(&self.inner.metrics.published);
-        let envelope = Envelope { event, expires };
-        for permit in permits {
+        for ((permit, _), envelope) in permits.into_iter().zip(envelopes) {
             self.inner.in_flight.enter();
-            permit.send(envelope.clone());
+            permit.send(envelope);
         }
         Ok(())
     }
@@ -167,7 +200,7 @@ impl Broker for EmbeddedBroker {
             });
             topics.entry(key(&subscription)).or_default().push(Queue {
                 tx,
-                component: subscription.trigger.component.clone(),
+                key: queue_key(&subscription.trigger),
                 routed: routed.contains(&key(&subscription)),
                 rule,
             });
@@ -179,6 +212,7 @@ impl Broker for EmbeddedBroker {
             ));
         }
         drop(topics);
+        self.inner.clone().resume();
         Arc::new(SidecarApi {
             state_store: self.state_store.clone(),
             broker: self,
@@ -207,13 +241,13 @@ impl Inner {
         pubsubname: &str,
         topic: &str,
         event: &Event,
-    ) -> Vec<(mpsc::Sender<Envelope>, String)> {
+    ) -> Vec<(mpsc::Sender<Envelope>, QueueKey)> {
         let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
         let Some(queues) = topics.get(&(pubsubname.to_owned(), topic.to_owned())) else {
             tracing::debug!(%pubsubname, %topic, id = %event.id, "no subscriber; message discarded");
             return Vec::new();
         };
-        let target = |q: &Queue| (q.tx.clone(), q.component.clone());
+        let target = |q: &Queue| (q.tx.clone(), q.key.clone());
         let mut targets: Vec<_> = queues.iter().filter(|q| !q.routed).map(target).collect();
         let routed: Vec<&Queue> = queues.iter().filter(|q| q.routed).collect();
         if !routed.is_empty() {
@@ -231,14 +265,127 @@ impl Inner {
         targets
     }
 
-    /// Hands the message to every queue of the topic, waiting for room in
-    /// full ones: for messages that must not be refused (dead letters).
+    /// One copy of `envelope` per queue in `queues`, each written to the
+    /// journal (in one commit, waited for) when there is one.
+    async fn persist<'a>(
+        &self,
+        envelope: &Envelope,
+        queues: impl Iterator<Item = &'a QueueKey>,
+    ) -> Result<Vec<Envelope>, PublishError> {
+        let Some(journal) = &self.journal else {
+            return Ok(queues.map(|_| envelope.clone()).collect());
+        };
+        let mut rows = Vec::new();
+        let mut copies = Vec::new();
+        for queue in queues {
+            let copy = Envelope {
+                seq: Some(journal.next_seq()),
+                attempts: 0,
+                ..envelope.clone()
+            };
+            rows.push((copy.seq.unwrap_or_default(), copy.stored(queue)));
+            copies.push(copy);
+        }
+        let replaced = envelope.seq;
+        let written = match replaced {
+            Some(seq) => journal.replace(seq, rows).await,
+            None => journal.append(rows).await,
+        };
+        written.map_err(|e| PublishError::Broker(e.to_string()))?;
+        Ok(copies)
+    }
+
+    /// Moves a message to the queues of `pubsubname/topic`, waiting for
+    /// room in full ones (dead letters are never refused). On disk, the new
+    /// rows and the removal of the old one are one commit.
     async fn route_waiting(&self, pubsubname: &str, topic: &str, envelope: Envelope) {
-        for (tx, _) in self.targets(pubsubname, topic, &envelope.event) {
+        let targets = self.targets(pubsubname, topic, &envelope.event);
+        let mut permits = Vec::with_capacity(targets.len());
+        for (tx, key) in &targets {
             if let Ok(permit) = tx.reserve().await {
-                self.in_flight.enter();
-                permit.send(envelope.clone());
+                permits.push((permit, key));
             }
+        }
+        match self
+            .persist(&envelope, permits.iter().map(|(_, key)| *key))
+            .await
+        {
+            Ok(copies) => {
+                for ((permit, _), copy) in permits.into_iter().zip(copies) {
+                    self.in_flight.enter();
+                    permit.send(copy);
+                }
+            }
+            // The old row stays, so the message is delivered again after a
+            // restart rather than lost.
+            Err(e) => {
+                tracing::error!(%topic, id = %envelope.event.id, "cannot move the message to the dead-letter topic: {e:?}")
+            }
+        }
+    }
+
+    /// The journal forgets a message that is done.
+    fn ack(&self, envelope: &Envelope) {
+        if let (Some(journal), Some(seq)) = (&self.journal, envelope.seq) {
+            journal.remove(seq);
+        }
+    }
+
+    /// Hands the messages the journal kept from an earlier run back to their
+    /// subscriptions. A message whose subscription is gone from the manifest
+    /// stays on disk, and is reported.
+    fn resume(self: Arc<Self>) {
+        let Some(journal) = self.journal.clone() else {
+            return;
+        };
+        let rows = match journal.load() {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::error!("{e}");
+                return;
+            }
+        };
+        if rows.is_empty() {
+            return;
+        }
+        let queues: HashMap<QueueKey, mpsc::Sender<Envelope>> = self
+            .topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .flatten()
+            .map(|q| (q.key.clone(), q.tx.clone()))
+            .collect();
+        eprintln!(
+            "host-bridge: {} message(s) kept in {} from an earlier run are delivered again",
+            rows.len(),
+            journal.path().display()
+        );
+        for (seq, stored) in rows {
+            let Some(tx) = queues.get(&stored.queue).cloned() else {
+                tracing::warn!(queue = ?stored.queue, seq, "a kept message's subscription is not in the manifest; it stays on disk");
+                continue;
+            };
+            let event = match stored.event.to_event() {
+                Ok(event) => event,
+                Err(e) => {
+                    tracing::error!(seq, "{e}; it stays on disk");
+                    continue;
+                }
+            };
+            let envelope = Envelope {
+                event,
+                expires: stored.expires_unix_ms.map(journal::from_unix_ms),
+                seq: Some(seq),
+                attempts: stored.attempts,
+            };
+            self.in_flight.enter();
+            let inner = self.clone();
+            tokio::spawn(async move {
+                if tx.send(envelope).await.is_err() {
+                    inner.in_flight.leave();
+                }
+            });
         }
     }
 
@@ -286,35 +433,54 @@ async fn deliver(
 ) {
     let trigger = &subscription.trigger;
     let id = envelope.event.id.clone();
-    let mut attempt = 0;
+    let queue = queue_key(trigger);
+    let mut envelope = envelope;
     loop {
-        if envelope.expires.is_some_and(|t| Instant::now() >= t) {
+        if envelope.expires.is_some_and(|t| SystemTime::now() >= t) {
             tracing::info!(topic = %trigger.topic, component = %trigger.component, %id, "message expired (ttl) before it was handled; discarded");
             Metrics::inc(&inner.metrics.discarded_expired);
+            inner.ack(&envelope);
             return;
         }
-        attempt += 1;
         match target
             .deliver(subscription.index, envelope.event.clone())
             .await
         {
-            Status::Success => return,
+            Status::Success => {
+                inner.ack(&envelope);
+                return;
+            }
             Status::Drop => {
                 tracing::info!(topic = %trigger.topic, component = %trigger.component, %id, "guest dropped the message");
                 dead_letter(inner, trigger, envelope, GaveUp::Dropped).await;
                 return;
             }
             Status::Retry => {
-                if attempt >= inner.policy.max_attempts {
-                    tracing::warn!(topic = %trigger.topic, component = %trigger.component, %id, attempts = attempt, "message still not handled after the last attempt");
+                envelope.attempts += 1;
+                if envelope.attempts >= inner.policy.max_attempts {
+                    tracing::warn!(topic = %trigger.topic, component = %trigger.component, %id, attempts = envelope.attempts, "message still not handled after the last attempt");
                     dead_letter(inner, trigger, envelope, GaveUp::OutOfAttempts).await;
                     return;
                 }
-                let wait = inner.backoff(attempt);
-                tracing::debug!(topic = %trigger.topic, %id, attempt, ?wait, "redelivering after backoff");
+                // The count survives a restart, so the attempts are not
+                // started over.
+                if let (Some(journal), Some(seq)) = (&inner.journal, envelope.seq) {
+                    journal.update(seq, &envelope.stored(&queue));
+                }
+                let wait = inner.backoff(envelope.attempts);
+                tracing::debug!(topic = %trigger.topic, %id, attempt = envelope.attempts, ?wait, "redelivering after backoff");
                 tokio::time::sleep(wait).await;
             }
         }
+    }
+}
+
+/// The journal's name for a subscription's queue.
+fn queue_key(trigger: &crate::manifest::PubsubTrigger) -> QueueKey {
+    QueueKey {
+        pubsubname: trigger.pubsubname.clone(),
+        topic: trigger.topic.clone(),
+        component: trigger.component.clone(),
     }
 }
 
@@ -353,10 +519,11 @@ async fn dead_letter(
                 )
                 .await;
         }
-        None if why == GaveUp::Dropped => {}
+        None if why == GaveUp::Dropped => inner.ack(&envelope),
         None => {
             tracing::error!(topic = %trigger.topic, component = %trigger.component, id = %envelope.event.id, "out of attempts and no dead_letter_topic is set; message discarded");
             Metrics::inc(&inner.metrics.discarded_max_attempts);
+            inner.ack(&envelope);
         }
     }
 }
@@ -403,5 +570,43 @@ impl StateStore for MemoryStateStore {
             s.remove(key);
         }
         Ok(())
+    }
+}
+
+/// The embedded state store on disk, in the broker's [`Journal`]: a value
+/// is on disk before `save` returns.
+pub struct DurableStateStore {
+    journal: Arc<Journal>,
+}
+
+impl DurableStateStore {
+    pub fn new(journal: Arc<Journal>) -> DurableStateStore {
+        DurableStateStore { journal }
+    }
+}
+
+#[async_trait]
+impl StateStore for DurableStateStore {
+    async fn get(&self, store: &str, key: &str) -> Result<Option<Vec<u8>>, StateError> {
+        check_key(key)?;
+        self.journal
+            .get_state(store, key)
+            .map_err(|e| StateError::Unavailable(e.to_string()))
+    }
+
+    async fn save(&self, store: &str, key: &str, value: Vec<u8>) -> Result<(), StateError> {
+        check_key(key)?;
+        self.journal
+            .set_state(store, key, Some(value))
+            .await
+            .map_err(|e| StateError::Unavailable(e.to_string()))
+    }
+
+    async fn delete(&self, store: &str, key: &str) -> Result<(), StateError> {
+        check_key(key)?;
+        self.journal
+            .set_state(store, key, None)
+            .await
+            .map_err(|e| StateError::Unavailable(e.to_string()))
     }
 }

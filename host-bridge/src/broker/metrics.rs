@@ -25,6 +25,8 @@ pub struct Metrics {
     pub bodies_too_large: AtomicU64,
     /// Publishes the embedded broker refused because a queue was full.
     pub publishes_refused_queue_full: AtomicU64,
+    /// Guest publishes to a topic their manifest does not allow.
+    pub publishes_forbidden: AtomicU64,
 }
 
 impl Metrics {
@@ -81,11 +83,14 @@ impl Metrics {
         metric(
             "host_bridge_publishes_refused_total",
             "counter",
-            "Publishes the embedded broker refused, by reason.",
-            &[(
-                "{reason=\"queue_full\"}",
-                &self.publishes_refused_queue_full,
-            )],
+            "Publishes refused: by the embedded broker (a full queue), or because the component may not publish there.",
+            &[
+                (
+                    "{reason=\"queue_full\"}",
+                    &self.publishes_refused_queue_full,
+                ),
+                ("{reason=\"forbidden\"}", &self.publishes_forbidden),
+            ],
         );
         metric(
             "host_bridge_bodies_too_large_total",

@@ -13,6 +13,7 @@ pub mod dapr;
 pub mod dapr_app;
 pub mod dapr_state;
 pub mod embedded;
+pub mod journal;
 mod metrics;
 mod routing;
 pub mod sidecar_api;
@@ -110,4 +111,6 @@ pub trait StateStore: Send + Sync + 'static {
 pub struct Capabilities {
     pub broker: Arc<dyn Broker>,
     pub state_store: Arc<dyn StateStore>,
+    /// Where refusals of what the manifest does not grant are counted.
+    pub metrics: Arc<Metrics>,
 }

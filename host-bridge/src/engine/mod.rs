@@ -185,6 +185,8 @@ impl Engine {
             },
             broker: self.capabilities.broker.clone(),
             state_store: self.capabilities.state_store.clone(),
+            sandbox: sandbox.clone(),
+            metrics: self.capabilities.metrics.clone(),
             trace,
         };
         let mut store = Store::new(&self.engine, state);

@@ -10,6 +10,7 @@
 //! | `files` | those directories, read-only, at their destinations |
 //! | `allowed_outbound_hosts` | outbound `wasi:http` requests to matching hosts |
 //! | `tool.host-bridge.clock` | the real wall and monotonic clocks |
+//! | `tool.host-bridge.allowed_publish_topics` | publishing to those topics (`"pubsub/orders"`, `"pubsub/*"`, `"*"`) |
 //!
 //! `tool.host-bridge.max_instances` bounds how many instances of the
 //! component are alive at once: a call past it waits for one to finish.
@@ -18,7 +19,7 @@
 //! stderr go to the host's, so guest logs show up next to the host's.
 
 use crate::manifest::outbound::OutboundHost;
-use crate::manifest::{Component, FileMount, SandboxLimits};
+use crate::manifest::{Component, FileMount, SandboxLimits, TopicPattern};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -32,6 +33,8 @@ pub struct Sandbox {
     files: Vec<FileMount>,
     pub outbound: Arc<[OutboundHost]>,
     pub limits: SandboxLimits,
+    /// Where the component may publish.
+    publish_topics: Vec<TopicPattern>,
     /// One permit per instance that may be alive at once (`max_instances`).
     instances: Option<Arc<Semaphore>>,
 }
@@ -44,6 +47,7 @@ impl Sandbox {
             files: component.files.clone(),
             outbound: component.allowed_outbound_hosts.clone().into(),
             limits: component.sandbox,
+            publish_topics: component.allowed_publish_topics.clone(),
             instances: component
                 .sandbox
                 .max_instances
@@ -77,6 +81,13 @@ impl Sandbox {
             builder.wall_clock(FrozenClock).monotonic_clock(FrozenClock);
         }
         Ok(builder.build())
+    }
+
+    /// Whether the component may publish to `pubsubname/topic`.
+    pub fn may_publish(&self, pubsubname: &str, topic: &str) -> bool {
+        self.publish_topics
+            .iter()
+            .any(|p| p.allows(pubsubname, topic))
     }
 
     /// Whether an outbound request to `scheme://host:port` is allowed.

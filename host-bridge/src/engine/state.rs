@@ -30,6 +30,9 @@ pub struct HostState {
     pub(crate) outbound: OutboundHttp,
     pub broker: Arc<dyn Broker>,
     pub state_store: Arc<dyn StateStore>,
+    /// The component's grants, for the host functions that check them.
+    pub sandbox: Arc<crate::engine::Sandbox>,
+    pub metrics: Arc<crate::broker::Metrics>,
     /// Set while handling a delivery; attached to the guest's publishes.
     pub trace: Option<TraceContext>,
     /// The instance's place under its component's `max_instances`, given

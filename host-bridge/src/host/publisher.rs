@@ -1,10 +1,17 @@
 //! `hostbridge:pubsub/publisher`: a guest's publishes go to the broker.
 //!
-//! The one thing the host adds is trace context: a message published while
-//! handling a delivery carries that delivery's `traceparent` and
-//! `tracestate`, unless the guest set its own, so a trace follows an event
-//! through every component it passes.
+//! Two things happen on the way:
+//!
+//! - **The grant is checked.** A component publishes only to the topics its
+//!   manifest lists in `tool.host-bridge.allowed_publish_topics`; anything
+//!   else is the typed `forbidden` error, logged and counted in `/metrics`,
+//!   and never reaches the broker.
+//! - **Trace context is added.** A message published while handling a
+//!   delivery carries that delivery's `traceparent` and `tracestate`, unless
+//!   the guest set its own, so a trace follows an event through every
+//!   component it passes.
 
+use crate::broker::Metrics;
 use crate::engine::HostState;
 use crate::host::bindings::hostbridge::pubsub::publisher::Host;
 use crate::host::bindings::{BulkEntry, FailedEntry, Message, PublishError};
@@ -23,6 +30,20 @@ impl HostState {
         }
         message
     }
+
+    /// The `forbidden` error for a publish the manifest does not grant.
+    fn check_publish_grant(&self, pubsubname: &str, topic: &str) -> Result<(), PublishError> {
+        if self.sandbox.may_publish(pubsubname, topic) {
+            return Ok(());
+        }
+        Metrics::inc(&self.metrics.publishes_forbidden);
+        let component = &self.component;
+        tracing::warn!(%component, %pubsubname, %topic, "publish refused: not in allowed_publish_topics");
+        Err(PublishError::Forbidden(format!(
+            "component `{component}` may not publish to {pubsubname}/{topic}: add \"{pubsubname}/{topic}\" to \
+             allowed_publish_topics in [component.{component}.tool.host-bridge]"
+        )))
+    }
 }
 
 impl Host for HostState {
@@ -32,6 +53,9 @@ impl Host for HostState {
         topic: String,
         message: Message,
     ) -> wasmtime::Result<Result<(), PublishError>> {
+        if let Err(e) = self.check_publish_grant(&pubsubname, &topic) {
+            return Ok(Err(e));
+        }
         let message = self.with_trace_context(message);
         let result = self.broker.publish(&pubsubname, &topic, message).await;
         if let Err(e) = &result {
@@ -46,6 +70,16 @@ impl Host for HostState {
         topic: String,
         entries: Vec<BulkEntry>,
     ) -> wasmtime::Result<Result<(), Vec<FailedEntry>>> {
+        if let Err(error) = self.check_publish_grant(&pubsubname, &topic) {
+            let failed = entries
+                .into_iter()
+                .map(|e| FailedEntry {
+                    entry_id: e.entry_id,
+                    error: error.clone(),
+                })
+                .collect();
+            return Ok(Err(failed));
+        }
         let entries = entries
             .into_iter()
             .map(|e| BulkEntry {

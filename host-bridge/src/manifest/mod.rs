@@ -135,6 +135,48 @@ pub struct Component {
     pub environment: BTreeMap<String, String>,
     pub files: Vec<FileMount>,
     pub sandbox: SandboxLimits,
+    /// `tool.host-bridge.allowed_publish_topics`: where the component may
+    /// publish. Empty: nowhere.
+    pub allowed_publish_topics: Vec<TopicPattern>,
+}
+
+/// One entry of `allowed_publish_topics`: `"pubsub/orders"` (that topic),
+/// `"pubsub/*"` (any topic of that pub/sub) or `"*"` (anywhere).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicPattern {
+    /// `None` matches any pub/sub.
+    pub pubsubname: Option<String>,
+    /// `None` matches any topic.
+    pub topic: Option<String>,
+}
+
+impl TopicPattern {
+    pub fn parse(text: &str) -> Result<TopicPattern, String> {
+        if text == "*" {
+            return Ok(TopicPattern {
+                pubsubname: None,
+                topic: None,
+            });
+        }
+        match text.split_once('/') {
+            Some((pubsubname, topic))
+                if !pubsubname.is_empty() && pubsubname != "*" && !topic.is_empty() =>
+            {
+                Ok(TopicPattern {
+                    pubsubname: Some(pubsubname.to_owned()),
+                    topic: (topic != "*").then(|| topic.to_owned()),
+                })
+            }
+            _ => Err(format!(
+                "{text:?} is not \"PUBSUBNAME/TOPIC\", \"PUBSUBNAME/*\" or \"*\""
+            )),
+        }
+    }
+
+    pub fn allows(&self, pubsubname: &str, topic: &str) -> bool {
+        self.pubsubname.as_deref().is_none_or(|p| p == pubsubname)
+            && self.topic.as_deref().is_none_or(|t| t == topic)
+    }
 }
 
 /// `[component.NAME.build]`.
@@ -316,6 +358,8 @@ struct RawHostBridgeTool {
     max_memory_mb: Option<usize>,
     clock: Option<bool>,
     max_instances: Option<u32>,
+    #[serde(default)]
+    allowed_publish_topics: Vec<String>,
 }
 
 /// The name of this tool's table under `[component.NAME.tool]`.
@@ -723,6 +767,7 @@ fn validate_component(
         }
     }
     let mut sandbox = SandboxLimits::default();
+    let mut allowed_publish_topics = Vec::new();
     for (tool, value) in raw.tool {
         if tool != TOOL_NAME {
             // Settings for other tools are theirs to check.
@@ -747,6 +792,14 @@ fn validate_component(
                     sandbox.max_memory = mb << 20;
                 }
                 sandbox.clock = t.clock.unwrap_or(false);
+                for pattern in &t.allowed_publish_topics {
+                    match TopicPattern::parse(pattern) {
+                        Ok(p) => allowed_publish_topics.push(p),
+                        Err(e) => problems.push(format!(
+                            "{here}.tool.{TOOL_NAME} allowed_publish_topics: {e}"
+                        )),
+                    }
+                }
                 if let Some(n) = t.max_instances {
                     if n == 0 {
                         problems.push(format!(
@@ -767,6 +820,7 @@ fn validate_component(
         environment: raw.environment,
         files,
         sandbox,
+        allowed_publish_topics,
     })
 }
 

@@ -250,3 +250,31 @@ fn match_rules_are_checked() {
     let err = load_err(&three);
     assert!(err.contains("at most one may go without it"), "{err}");
 }
+
+#[test]
+fn publish_grants_parse_and_match() {
+    let exact = TopicPattern::parse("pubsub/orders").unwrap();
+    assert!(exact.allows("pubsub", "orders"));
+    assert!(!exact.allows("pubsub", "orders-deadletter"));
+    assert!(!exact.allows("other", "orders"));
+    let any_topic = TopicPattern::parse("pubsub/*").unwrap();
+    assert!(any_topic.allows("pubsub", "anything"));
+    assert!(!any_topic.allows("other", "anything"));
+    assert!(TopicPattern::parse("*").unwrap().allows("x", "y"));
+    for bad in ["orders", "/orders", "pubsub/", "*/orders", ""] {
+        assert!(TopicPattern::parse(bad).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn a_bad_publish_grant_names_the_component() {
+    let err = load_err(&GOOD.replace(
+        "clock = true",
+        "clock = true\nallowed_publish_topics = [\"orders\"]",
+    ));
+    assert!(
+        err.contains("[component.order-processor].tool.host-bridge allowed_publish_topics"),
+        "{err}"
+    );
+    assert!(err.contains("\"orders\" is not"), "{err}");
+}

@@ -74,6 +74,11 @@ pub struct Host {
     log: Vec<String>,
     /// Shows the host's output file if the test fails.
     _log_entry: logs::LogEntry,
+    /// How it was started, to start it again.
+    manifest: String,
+    port: u16,
+    env: Vec<(String, String)>,
+    sidecar_url: Option<String>,
 }
 
 impl Host {
@@ -99,6 +104,7 @@ impl Host {
     ) -> Host {
         let path = dir.path().join("spin.toml");
         std::fs::write(&path, manifest).unwrap();
+        let data_dir = dir.path().join("broker-data");
         let mut command = Command::new(env!("CARGO_BIN_EXE_host-bridge"));
         // Only what the test passes: a Dapr variable from the outside would
         // switch the embedded tests to Dapr mode.
@@ -122,6 +128,10 @@ impl Host {
             .arg(format!("127.0.0.1:{port}"))
             .arg("--cache-dir")
             .arg(workspace().join("target/host-bridge-test-cache"))
+            // Each host its own durable embedded broker (in its directory,
+            // so a restart finds what it left).
+            .arg("--data-dir")
+            .arg(&data_dir)
             .env("RUST_LOG", "info,host_bridge=debug")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -152,6 +162,13 @@ impl Host {
         let url = format!("http://127.0.0.1:{port}");
         let mut host = Host {
             child,
+            manifest: manifest.to_owned(),
+            port,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+            sidecar_url: api_url.clone(),
             api_url: api_url.unwrap_or_else(|| url.clone()),
             api_token: env
                 .iter()
@@ -206,6 +223,27 @@ impl Host {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Kills the process with SIGKILL and starts it again, on the same port,
+    /// manifest and directory: the embedded broker's data dir is where the
+    /// killed one left it.
+    pub fn kill_and_restart(&mut self) {
+        self.kill();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        let env: Vec<(&str, String)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect();
+        let restarted = Host::start_with(
+            dir,
+            &self.manifest,
+            self.port,
+            &env,
+            self.sidecar_url.clone(),
+        );
+        *self = restarted;
     }
 
     /// Sends SIGTERM, as `dapr run`, systemd or Kubernetes would to stop
@@ -401,6 +439,10 @@ pub fn orders_manifest() -> String {
     text.replace("initial_backoff_ms = 200", "initial_backoff_ms = 20")
 }
 
+/// Where the test subscriber may publish (`forward` and `relay` do).
+pub const TEST_SUBSCRIBER_PUBLISHES: &str =
+    r#"allowed_publish_topics = ["pubsub/record-forwarded", "pubsub/record-relayed"]"#;
+
 /// A manifest with the test subscriber on each of `topics`, retry policy
 /// `max_attempts` with a short backoff, and `tool` settings for it.
 pub fn test_subscriber_manifest(
@@ -425,7 +467,7 @@ max_backoff_ms = 100
         ));
     }
     text.push_str(&format!(
-        "[component.test-subscriber]\nsource = \"{}\"\n{extra}\n[component.test-subscriber.tool.host-bridge]\n{tool}\n",
+        "[component.test-subscriber]\nsource = \"{}\"\n{extra}\n[component.test-subscriber.tool.host-bridge]\n{TEST_SUBSCRIBER_PUBLISHES}\n{tool}\n",
         wasm("test_subscriber")
     ));
     text
