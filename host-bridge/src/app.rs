@@ -87,7 +87,7 @@ impl EmbeddedData {
 pub enum BrokerChoice {
     /// Dapr when `DAPR_HTTP_PORT` is set (as `dapr run` sets it), else embedded.
     Auto,
-    /// The in-memory broker and state store inside host-bridge.
+    /// The broker and state store inside host-bridge (on disk, or in memory).
     Embedded,
     /// The Dapr sidecar at `127.0.0.1:$DAPR_HTTP_PORT` (default 3500).
     Dapr,

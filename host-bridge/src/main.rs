@@ -26,8 +26,8 @@ struct Cli {
 enum Command {
     /// Compile the app's components and serve it.
     ///
-    /// Without Dapr, messages go through the embedded in-memory broker and
-    /// state lives in memory.
+    /// Without Dapr, messages go through the embedded broker, which keeps
+    /// them and the state store on disk (--data-dir), or in memory (--in-memory).
     Up {
         /// The app manifest.
         #[arg(

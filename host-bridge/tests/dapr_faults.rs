@@ -72,17 +72,30 @@ fn wait_all_processed(app: &mut DaprApp, prefix: &str, count: usize, timeout: Du
 /// delivering once a probe fails, so no failed delivery is ever acked.
 #[test]
 fn a_host_killed_mid_stream_and_down_30s_loses_nothing() {
-    const COUNT: usize = 3000;
-    let backing = Backing::start();
+    stream_through_a_fault(Backing::start(), "restarted", 3000, |app, _| {
+        app.host.kill();
+        std::thread::sleep(Duration::from_secs(30));
+        app.restart_host();
+    });
+}
+
+/// Publishes `count` messages through daprd to the test subscriber, runs
+/// `fault` one second into the stream, and checks that every message was
+/// processed.
+fn stream_through_a_fault(
+    mut backing: Backing,
+    app_id: &str,
+    count: usize,
+    fault: impl FnOnce(&mut DaprApp, &mut Backing),
+) {
     let manifest = common::test_subscriber_manifest(&["record"], 5, "", "");
-    let mut app = DaprApp::start("restarted", &manifest, &backing.resources, &["record"]);
-    let publisher = publish_stream(&app.daprd.url, "record", "k-", COUNT);
+    let mut app = DaprApp::start(app_id, &manifest, &backing.resources, &["record"]);
+    let prefix = format!("{app_id}-");
+    let publisher = publish_stream(&app.daprd.url, "record", &prefix, count);
     std::thread::sleep(Duration::from_secs(1));
-    app.host.kill();
-    std::thread::sleep(Duration::from_secs(30));
-    app.restart_host();
+    fault(&mut app, &mut backing);
     publisher.join().unwrap();
-    wait_all_processed(&mut app, "k-", COUNT, Duration::from_secs(180));
+    wait_all_processed(&mut app, &prefix, count, Duration::from_secs(180));
 }
 
 /// The price of those retries, bounded: a message whose guest always
@@ -92,25 +105,7 @@ fn a_host_killed_mid_stream_and_down_30s_loses_nothing() {
 #[test]
 fn a_poison_message_is_retried_eight_times_then_dead_lettered() {
     let backing = Backing::start();
-    let mut manifest = common::test_subscriber_manifest(&[], 5, "", "");
-    manifest.push_str(&format!(
-        r#"
-[[trigger.pubsub]]
-component = "test-subscriber"
-pubsubname = "pubsub"
-topic = "poison"
-dead_letter_topic = "poison-dead"
-
-[[trigger.pubsub]]
-component = "dead-letter"
-pubsubname = "pubsub"
-topic = "poison-dead"
-
-[component.dead-letter]
-source = "{}"
-"#,
-        common::wasm("dead_letter")
-    ));
+    let manifest = common::poison_manifest(5);
     let mut app = DaprApp::start(
         "poisoned",
         &manifest,
@@ -136,22 +131,11 @@ source = "{}"
 /// from Redis and not acked stays pending, and the new daprd claims it.
 #[test]
 fn daprd_killed_mid_stream_and_restarted_loses_nothing() {
-    const COUNT: usize = 1000;
-    let backing = Backing::start();
-    let manifest = common::test_subscriber_manifest(&["record"], 5, "", "");
-    let mut app = DaprApp::start(
-        "sidecar-restarted",
-        &manifest,
-        &backing.resources,
-        &["record"],
-    );
-    let publisher = publish_stream(&app.daprd.url, "record", "d-", COUNT);
-    std::thread::sleep(Duration::from_secs(1));
-    app.daprd.kill();
-    std::thread::sleep(Duration::from_secs(5));
-    app.daprd.restart();
-    publisher.join().unwrap();
-    wait_all_processed(&mut app, "d-", COUNT, Duration::from_secs(180));
+    stream_through_a_fault(Backing::start(), "sidecar-restarted", 1000, |app, _| {
+        app.daprd.kill();
+        std::thread::sleep(Duration::from_secs(5));
+        app.daprd.restart();
+    });
 }
 
 /// Redis is `kill -9`'d mid-stream and started again on its append-only
@@ -159,7 +143,6 @@ fn daprd_killed_mid_stream_and_restarted_loses_nothing() {
 /// pending entries come back, and daprd reconnects.
 #[test]
 fn redis_killed_mid_stream_and_restarted_with_aof_loses_nothing() {
-    const COUNT: usize = 1000;
     let redis = Redis::start_with(&[
         "--save",
         "",
@@ -168,19 +151,9 @@ fn redis_killed_mid_stream_and_restarted_with_aof_loses_nothing() {
         "--appendfsync",
         "always",
     ]);
-    let mut backing = Backing::on(redis);
-    let manifest = common::test_subscriber_manifest(&["record"], 5, "", "");
-    let mut app = DaprApp::start(
-        "redis-restarted",
-        &manifest,
-        &backing.resources,
-        &["record"],
-    );
-    let publisher = publish_stream(&app.daprd.url, "record", "r-", COUNT);
-    std::thread::sleep(Duration::from_secs(1));
-    backing.redis.crash_and_restart(Duration::from_secs(3));
-    publisher.join().unwrap();
-    wait_all_processed(&mut app, "r-", COUNT, Duration::from_secs(180));
+    stream_through_a_fault(Backing::on(redis), "redis-restarted", 1000, |_, backing| {
+        backing.redis.crash_and_restart(Duration::from_secs(3));
+    });
 }
 
 /// With the sidecar gone, a guest's publish fails with the typed

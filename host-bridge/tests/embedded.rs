@@ -344,27 +344,9 @@ fn orders_manifest_tail() -> String {
 /// before the kill and the rest after, then reaches the dead-letter topic.
 #[test]
 fn redelivery_counts_survive_a_restart() {
-    let manifest = test_subscriber_manifest(&[], 3, "", "")
+    let manifest = common::poison_manifest(3)
         .replace("initial_backoff_ms = 20", "initial_backoff_ms = 1000")
-        .replace("max_backoff_ms = 100", "max_backoff_ms = 1000")
-        + &format!(
-            r#"
-[[trigger.pubsub]]
-component = "test-subscriber"
-pubsubname = "pubsub"
-topic = "poison"
-dead_letter_topic = "poison-dead"
-
-[[trigger.pubsub]]
-component = "dead-letter"
-pubsubname = "pubsub"
-topic = "poison-dead"
-
-[component.dead-letter]
-source = "{}"
-"#,
-            common::wasm("dead_letter")
-        );
+        .replace("max_backoff_ms = 100", "max_backoff_ms = 1000");
     let mut host = Host::start(&manifest);
     host.publish("poison", "p-1", "text/plain", "never");
     host.wait_for_state("attempts-p-1", Duration::from_secs(10), |v| v == "1");

@@ -167,41 +167,24 @@ impl DaprAppProtocol {
         &self,
         started: &Started,
         index: usize,
-        bulk: Bulk,
+        entries: Vec<(String, Result<Event, String>)>,
         headers: &HeaderMap,
     ) -> Response {
         Metrics::inc(&self.metrics.bulk_batches);
         let t = &started.subscriptions[index].trigger;
-        let deliveries = bulk.entries.iter().map(|entry| async {
-            let event = match serde_json::from_str::<String>(entry.event.get()) {
-                // rawPayload: the entry's event is the payload, base64-encoded.
-                Ok(b64) => base64::engine::general_purpose::STANDARD
-                    .decode(b64.as_bytes())
-                    .map(|bytes| {
-                        let mut event = cloudevent::raw("", &t.pubsubname, &t.topic, bytes);
-                        event.id = entry.entry_id.clone();
-                        if let Some(ct) = &entry.content_type {
-                            event.datacontenttype = ct.clone();
-                        }
-                        event
-                    })
-                    .map_err(|e| format!("raw entry {} is not base64: {e}", entry.entry_id)),
-                Err(_) => cloudevent::parse(entry.event.get().as_bytes()),
-            };
-            (
-                entry.entry_id.as_str(),
-                self.deliver_event(started, index, event, headers).await,
-            )
+        let deliveries = entries.into_iter().map(|(entry_id, event)| async {
+            let status = self.deliver_event(started, index, event, headers).await;
+            (entry_id, status)
         });
         let results = futures::future::join_all(deliveries).await;
         // One status per entryId. daprd's ids are unique; should an id come
         // twice, its status is the one that loses nothing: RETRY if any copy
         // asked for it, else DROP if any, else SUCCESS.
-        let mut statuses: Vec<(&str, Status)> = Vec::with_capacity(results.len());
+        let mut statuses: Vec<(String, Status)> = Vec::with_capacity(results.len());
         for (entry_id, status) in results {
             match statuses.iter_mut().find(|(id, _)| *id == entry_id) {
                 Some((_, kept)) => {
-                    tracing::warn!(topic = %t.topic, entry_id, "a bulk delivery repeats an entryId; answering it once");
+                    tracing::warn!(topic = %t.topic, %entry_id, "a bulk delivery repeats an entryId; answering it once");
                     if status == Status::Retry
                         || (status == Status::Drop && *kept == Status::Success)
                     {
@@ -217,6 +200,35 @@ impl DaprAppProtocol {
             .collect();
         server::json(StatusCode::OK, &json!({ "statuses": statuses }))
     }
+}
+
+/// The entries of a bulk delivery for `pubsubname/topic`, each with its
+/// event or the reason it has none; `None` if `body` is not a bulk
+/// envelope. A rawPayload entry's `event` is its payload, base64-encoded.
+pub fn bulk_entries(
+    body: &[u8],
+    pubsubname: &str,
+    topic: &str,
+) -> Option<Vec<(String, Result<Event, String>)>> {
+    let bulk: Bulk = serde_json::from_slice(body).ok()?;
+    let entries = bulk.entries.into_iter().map(|entry| {
+        let event = match serde_json::from_str::<String>(entry.event.get()) {
+            Ok(b64) => base64::engine::general_purpose::STANDARD
+                .decode(b64.as_bytes())
+                .map(|bytes| {
+                    let mut event = cloudevent::raw("", pubsubname, topic, bytes);
+                    event.id = entry.entry_id.clone();
+                    if let Some(ct) = &entry.content_type {
+                        event.datacontenttype = ct.clone();
+                    }
+                    event
+                })
+                .map_err(|e| format!("raw entry {} is not base64: {e}", entry.entry_id)),
+            Err(_) => cloudevent::parse(entry.event.get().as_bytes()),
+        };
+        (entry.entry_id, event)
+    });
+    Some(entries.collect())
 }
 
 /// A bulk delivery, as far as host-bridge reads it.
@@ -312,12 +324,12 @@ impl Endpoint for DaprAppProtocol {
         let _in_flight = self.in_flight.scope();
         // A bulk subscription's body is a batch, unless daprd sent a single
         // event (it may, for a redelivery); the body is parsed once either way.
-        let bulk = started.subscriptions[index]
-            .trigger
+        let trigger = &started.subscriptions[index].trigger;
+        let bulk = trigger
             .bulk_subscribe
-            .and_then(|_| serde_json::from_slice::<Bulk>(&body).ok());
+            .and_then(|_| bulk_entries(&body, &trigger.pubsubname, &trigger.topic));
         match bulk {
-            Some(bulk) => self.deliver_bulk(started, index, bulk, &headers).await,
+            Some(entries) => self.deliver_bulk(started, index, entries, &headers).await,
             None => {
                 let event = cloudevent::parse(&body);
                 let status = self.deliver_event(started, index, event, &headers).await;

@@ -85,7 +85,7 @@ struct Queue {
     rule: Option<Rule>,
 }
 
-/// The embedded in-memory broker.
+/// The embedded broker.
 pub struct EmbeddedBroker {
     inner: Arc<Inner>,
     /// Served with the broker on the sidecar API.

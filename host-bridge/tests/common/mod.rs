@@ -267,6 +267,17 @@ impl Host {
         }
     }
 
+    /// The process's resident memory, in KiB (Linux).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("cannot read /proc/PID/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("no VmRSS in /proc/PID/status")
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
@@ -471,6 +482,31 @@ max_backoff_ms = 100
         wasm("test_subscriber")
     ));
     text
+}
+
+/// The test subscriber on topic `poison` (it always answers RETRY) with
+/// `max_attempts`, dead-lettering to `poison-dead`, where the dead-letter
+/// component records what arrives as `deadletter-{id}`.
+pub fn poison_manifest(max_attempts: u32) -> String {
+    test_subscriber_manifest(&[], max_attempts, "", "")
+        + &format!(
+            r#"
+[[trigger.pubsub]]
+component = "test-subscriber"
+pubsubname = "pubsub"
+topic = "poison"
+dead_letter_topic = "poison-dead"
+
+[[trigger.pubsub]]
+component = "dead-letter"
+pubsubname = "pubsub"
+topic = "poison-dead"
+
+[component.dead-letter]
+source = "{}"
+"#,
+            wasm("dead_letter")
+        )
 }
 
 /// A manifest routing topic `record-routed` by CEL: events of type `widget`
