@@ -159,7 +159,7 @@ fn too_large(extensions: &http::Extensions, uri: &http::Uri, limit: usize) -> Bo
 }
 
 /// The request's `Content-Length`, when it has a valid one.
-pub fn content_length<B>(request: &http::Request<B>) -> Option<u64> {
+fn content_length<B>(request: &http::Request<B>) -> Option<u64> {
     request
         .headers()
         .get(http::header::CONTENT_LENGTH)?

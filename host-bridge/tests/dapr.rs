@@ -409,6 +409,15 @@ with DaprClient() as client:
 #[test]
 fn the_documented_dapr_run_command_serves_the_orders_app() {
     use std::os::unix::process::CommandExt as _;
+    // The README's command carries the same app health check flags as this test.
+    let readme = std::fs::read_to_string(common::workspace().join("README.md")).unwrap();
+    let flags = common::dapr::APP_HEALTH_FLAGS;
+    for documented in [flags[..3].join(" "), flags[3..].join(" ")] {
+        assert!(
+            readme.contains(&documented),
+            "the README's dapr run command lacks `{documented}`"
+        );
+    }
     let redis = Redis::start();
     let dir = tempfile::tempdir().unwrap();
     resources(dir.path(), &redis);

@@ -226,7 +226,13 @@ impl Broker for EmbeddedBroker {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
-        self.inner.in_flight.drain(grace).await
+        let left = self.inner.in_flight.drain(grace).await;
+        if let Some(journal) = &self.inner.journal
+            && let Err(e) = journal.flush().await
+        {
+            tracing::error!("{e}");
+        }
+        left
     }
 }
 
@@ -286,9 +292,10 @@ impl Inner {
             rows.push((copy.seq.unwrap_or_default(), copy.stored(queue)));
             copies.push(copy);
         }
-        let replaced = envelope.seq;
-        let written = match replaced {
+        let written = match envelope.seq {
             Some(seq) => journal.replace(seq, rows).await,
+            // A topic nobody subscribes to: nothing to write.
+            None if rows.is_empty() => Ok(()),
             None => journal.append(rows).await,
         };
         written.map_err(|e| PublishError::Broker(e.to_string()))?;

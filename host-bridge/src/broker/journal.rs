@@ -163,7 +163,7 @@ pub struct Journal {
     db: std::sync::Arc<Database>,
     path: PathBuf,
     next_seq: AtomicU64,
-    writer: std::sync::Mutex<mpsc::Sender<Batch>>,
+    writer: mpsc::Sender<Batch>,
 }
 
 impl Journal {
@@ -207,7 +207,7 @@ impl Journal {
             db,
             path,
             next_seq: AtomicU64::new(last + 1),
-            writer: std::sync::Mutex::new(tx),
+            writer: tx,
         })
     }
 
@@ -221,9 +221,8 @@ impl Journal {
     }
 
     fn send(&self, ops: Vec<Op>, done: Option<tokio::sync::oneshot::Sender<Result<(), String>>>) {
-        let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         // The writer thread lives as long as the journal.
-        let _ = writer.send(Batch { ops, done });
+        let _ = self.writer.send(Batch { ops, done });
     }
 
     /// Applies `ops` in one commit and waits until it is on disk.
@@ -263,6 +262,13 @@ impl Journal {
             .collect();
         ops.push(Op::Remove(seq));
         self.commit(ops).await
+    }
+
+    /// Waits until every change sent so far is on disk (the removals and
+    /// counts that are not waited for, too): at a clean shutdown, so a
+    /// restart redelivers nothing that was done.
+    pub async fn flush(&self) -> Result<(), JournalError> {
+        self.commit(Vec::new()).await
     }
 
     /// Forgets row `seq`: its message is done. Not waited for.
