@@ -440,7 +440,6 @@ async fn deliver(
 ) {
     let trigger = &subscription.trigger;
     let id = envelope.event.id.clone();
-    let queue = queue_key(trigger);
     let mut envelope = envelope;
     loop {
         if envelope.expires.is_some_and(|t| SystemTime::now() >= t) {
@@ -472,7 +471,7 @@ async fn deliver(
                 // The count survives a restart, so the attempts are not
                 // started over.
                 if let (Some(journal), Some(seq)) = (&inner.journal, envelope.seq) {
-                    journal.update(seq, &envelope.stored(&queue));
+                    journal.update(seq, &envelope.stored(&queue_key(trigger)));
                 }
                 let wait = inner.backoff(envelope.attempts);
                 tracing::debug!(topic = %trigger.topic, %id, attempt = envelope.attempts, ?wait, "redelivering after backoff");
