@@ -103,14 +103,27 @@ impl BodyError {
     /// The answer for a caller that can retry or fix its request: 413 or 400.
     pub fn response(&self) -> Response {
         match self {
-            BodyError::TooLarge { .. } => error(
+            BodyError::TooLarge { .. } => unread_body(error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "ERR_BODY_TOO_LARGE",
                 self.to_string(),
-            ),
+            )),
             BodyError::Broken(_) => error(StatusCode::BAD_REQUEST, "ERR_BODY", self.to_string()),
         }
     }
+}
+
+/// Marks `response` as the answer to a request whose body was not read to
+/// its end. The connection cannot carry another request after it (the rest
+/// of the body is still on the wire), so it closes; `Connection: close`
+/// tells the client, which would otherwise send its next request on a
+/// pooled connection that is going away.
+pub fn unread_body(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+    response
 }
 
 /// The limit of `request`'s body (the router's, else the default).

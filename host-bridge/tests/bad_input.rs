@@ -191,6 +191,9 @@ fn bodies_over_the_limit_are_refused_unread_everywhere() {
     let publish = format!("{}/v1.0/publish/pubsub/orders", host.url);
     let declared = client().post(&publish).body(big.clone()).send().unwrap();
     assert_eq!(declared.status(), 413);
+    // The rest of the body is still on the wire: the connection closes, and
+    // says so, so the client does not send its next request on it.
+    assert_eq!(declared.headers()["connection"], "close");
     let body: Value = declared.json().unwrap();
     assert!(
         body["message"].as_str().unwrap().contains("65536 bytes"),

@@ -315,7 +315,10 @@ impl Endpoint for DaprAppProtocol {
             // acked and lost once daprd's retries are over).
             Err(e @ server::BodyError::TooLarge { .. }) => {
                 tracing::warn!(%path, "dropping a delivery: {e}");
-                return server::json(StatusCode::OK, &json!({ "status": "DROP" }));
+                return server::unread_body(server::json(
+                    StatusCode::OK,
+                    &json!({ "status": "DROP" }),
+                ));
             }
             // A broken upload: daprd redelivers on any non-2xx answer.
             Err(e) => return e.response(),
