@@ -8,7 +8,7 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 
 LISTEN ?= 127.0.0.1:3000
 
-.PHONY: up test soak fuzz setup setup-dapr guests
+.PHONY: up test soak fuzz bench bench-smoke setup setup-dapr setup-bench guests
 
 ## Set up, build the guests and the host, and run the orders app.
 up: setup
@@ -22,6 +22,30 @@ test: setup setup-dapr
 ## The five-minute soak through daprd and Redis (make test runs 30 s of it).
 soak: setup setup-dapr
 	SOAK_SECONDS=300 SOAK_RATE=200 cargo test -p host-bridge --test soak -- --nocapture
+
+## The benchmarks behind BENCHMARKS.md: criterion micro-benchmarks of the
+## sandbox, then the system harness (host-bridge side by side with a native
+## server, wasmtime serve and daprd). BENCH_ONLY=delivery,http,embedded,dapr,startup
+## picks sections; BENCH_SECONDS and BENCH_ROUNDS set the length (3 s, 3 rounds).
+bench: setup setup-dapr setup-bench
+	cargo bench -p host-bridge --bench sandbox
+	WASMTIME=$(WASMTIME) cargo bench -p host-bridge --bench load
+
+## Every section of the harness, briefly, failing on any error; results go
+## to target/bench/ and BENCHMARKS.md is left alone. CI runs it; it compares
+## with wasmtime serve only if wasmtime-cli is already installed.
+bench-smoke: setup setup-dapr
+	BENCH_SMOKE=1 WASMTIME=$(WASMTIME) cargo bench -p host-bridge --bench load
+
+## wasmtime-cli, the reference wasi:http runtime, at the wasmtime version
+## host-bridge embeds, installed once outside the repo.
+WASMTIME_VERSION := 48.0.8
+WASMTIME_ROOT := $(HOME)/.cache/host-bridge/tools/wasmtime-$(WASMTIME_VERSION)
+WASMTIME := $(WASMTIME_ROOT)/bin/wasmtime
+setup-bench:
+	@test -x $(WASMTIME) \
+		|| { echo "installing wasmtime-cli $(WASMTIME_VERSION) into $(WASMTIME_ROOT) (once; about 15 min on 2 cores)"; \
+		     cargo install --locked wasmtime-cli --version $(WASMTIME_VERSION) --root $(WASMTIME_ROOT); }
 
 ## Fuzz each parser of untrusted input (CloudEvents, bulk envelopes, the
 ## manifest, routes) for FUZZ_SECONDS each, with cargo-fuzz on nightly
@@ -55,4 +79,4 @@ setup-dapr:
 
 ## Build the guest components only.
 guests: setup
-	cargo build --release --target wasm32-wasip2 -p order-api -p order-processor -p dead-letter -p test-subscriber
+	cargo build --release --target wasm32-wasip2 -p order-api -p order-processor -p dead-letter -p test-subscriber -p hello -p order-processor-http

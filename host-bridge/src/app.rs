@@ -19,7 +19,7 @@ use crate::broker::journal::Journal;
 use crate::broker::{Broker, Capabilities, Metrics, StateStore};
 use crate::engine::{Engine, EngineOptions, LoadedComponent};
 use crate::manifest::Manifest;
-use crate::server::{self, Endpoint, Router};
+use crate::server::{self, Router};
 use crate::triggers::http::HttpTrigger;
 use crate::triggers::pubsub::PubsubTrigger;
 use anyhow::Context as _;
@@ -175,8 +175,9 @@ pub async fn up(options: UpOptions, shutdown: impl Future<Output = ()>) -> anyho
         &components,
         metrics.clone(),
     )?);
-    let broker_endpoint = broker.clone().start(pubsub.subscriptions(), pubsub.clone());
-    router.set_ready(vec![broker_endpoint, http.clone() as Arc<dyn Endpoint>]);
+    let mut endpoints = broker.clone().start(pubsub.subscriptions(), pubsub.clone());
+    endpoints.push(http.clone());
+    router.set_ready(endpoints);
     print_summary(&manifest, address, broker.as_ref(), &http);
 
     shutdown.await;

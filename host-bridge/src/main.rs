@@ -90,6 +90,15 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // wasmtime makes an error value for every store it drops with the
+    // component-model async machinery on, and with RUST_BACKTRACE=1 each of
+    // those captures a backtrace: a fifth of a delivery's cost. Panics keep
+    // their backtraces (RUST_BACKTRACE); errors get none unless asked for
+    // with RUST_LIB_BACKTRACE.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        // SAFETY: no other thread exists yet to read the environment.
+        unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {

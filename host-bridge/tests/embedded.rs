@@ -434,3 +434,39 @@ fn a_publish_the_manifest_does_not_grant_is_forbidden() {
     // Only the test's own publish reached the broker.
     assert_eq!(host.metric("host_bridge_messages_published_total"), 1);
 }
+
+#[test]
+fn a_cloudevent_pushed_to_a_route_is_delivered_without_the_queues() {
+    let host = Host::start(&orders_manifest());
+    let event = |id: &str, data: &str| {
+        format!(
+            r#"{{"specversion":"1.0","id":"{id}","source":"curl","type":"com.dapr.event.sent","datacontenttype":"application/json","topic":"orders","pubsubname":"pubsub","data":{data}}}"#
+        )
+    };
+    let status = |body: String| -> Value {
+        let response = host.post("/orders-events", "application/cloudevents+json", body);
+        assert_eq!(response.status(), 200);
+        response.json().unwrap()
+    };
+
+    // Answered once the guest has answered: the order is saved by then.
+    let order =
+        r#"{"orderId":"o-9","customer":"ada","items":[{"sku":"book","qty":2,"price":12.5}]}"#;
+    assert_eq!(status(event("e-9", order))["status"], "SUCCESS");
+    let saved: Value = serde_json::from_str(&host.state("order-o-9").unwrap()).unwrap();
+    assert_eq!(saved["eventId"], "e-9");
+    assert_eq!(saved["total"], 25.0);
+
+    // An order the processor can never handle is answered DROP, and, the
+    // caller being in charge of what happens next, nothing is dead-lettered.
+    assert_eq!(status(event("e-10", r#"{"orderId":""}"#))["status"], "DROP");
+    assert_eq!(host.metric("host_bridge_messages_published_total"), 0);
+    assert_eq!(
+        host.metric("host_bridge_deliveries_total{outcome=\"success\"}"),
+        1
+    );
+    assert_eq!(
+        host.metric("host_bridge_deliveries_total{outcome=\"drop\"}"),
+        1
+    );
+}

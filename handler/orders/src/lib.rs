@@ -6,6 +6,8 @@
 //! Keeping both sides on this one crate means they can never disagree on
 //! what a valid order is. The crate is plain Rust, so its tests run natively.
 
+pub mod cloudevent;
+
 use serde::{Deserialize, Serialize};
 use std::fmt;
 

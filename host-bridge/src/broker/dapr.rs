@@ -305,9 +305,9 @@ impl Broker for DaprSidecar {
         self: Arc<Self>,
         subscriptions: Vec<Subscription>,
         target: Arc<dyn DeliveryTarget>,
-    ) -> Arc<dyn Endpoint> {
+    ) -> Vec<Arc<dyn Endpoint>> {
         self.app.start(subscriptions, target);
-        self.app.clone()
+        vec![self.app.clone()]
     }
 
     async fn shutdown(&self, grace: Duration) -> u64 {

@@ -26,12 +26,20 @@
 //! once, so one slow or retrying message does not hold up the others; like
 //! Dapr with most brokers, order is therefore not guaranteed.
 //!
+//! **Pushed deliveries.** Dapr's app-side protocol is mounted too: a
+//! CloudEvent POSTed to a subscription's `route`, as daprd would send it,
+//! runs the subscriber at once and is answered SUCCESS, RETRY or DROP. Such
+//! a delivery never enters the queues; as under Dapr, redelivering it is the
+//! caller's job. It lets a subscriber be tried with `curl`, and the delivery
+//! path be measured with no daprd in front (`make bench`).
+//!
 //! **Bounded.** Each subscription's queue holds at most `max_queued`
 //! messages. A publish is all or nothing: it takes a place in every queue it
 //! goes to, or, if one is full, it is refused as `unavailable` (a `503` on
 //! the sidecar API) and counted, and goes nowhere. A message on its way to a
 //! dead-letter topic is never refused: it waits for room.
 
+use super::dapr_app::DaprAppProtocol;
 use super::journal::{self, Journal, QueueKey, StoredMessage};
 use super::routing::Rule;
 use super::sidecar_api::SidecarApi;
@@ -90,6 +98,8 @@ pub struct EmbeddedBroker {
     inner: Arc<Inner>,
     /// Served with the broker on the sidecar API.
     state_store: Arc<dyn StateStore>,
+    /// Deliveries pushed over Dapr's app-side protocol.
+    pushed: Arc<DaprAppProtocol>,
 }
 
 struct Inner {
@@ -115,6 +125,7 @@ impl EmbeddedBroker {
     ) -> EmbeddedBroker {
         EmbeddedBroker {
             state_store,
+            pushed: Arc::new(DaprAppProtocol::new(metrics.clone())),
             inner: Arc::new(Inner {
                 app_id: app_id.to_owned(),
                 policy,
@@ -183,7 +194,8 @@ impl Broker for EmbeddedBroker {
         self: Arc<Self>,
         subscriptions: Vec<Subscription>,
         target: Arc<dyn DeliveryTarget>,
-    ) -> Arc<dyn Endpoint> {
+    ) -> Vec<Arc<dyn Endpoint>> {
+        self.pushed.start(subscriptions.clone(), target.clone());
         let mut topics = self.inner.topics.write().unwrap_or_else(|e| e.into_inner());
         let key = |s: &Subscription| (s.trigger.pubsubname.clone(), s.trigger.topic.clone());
         let routed: Vec<TopicKey> = subscriptions
@@ -213,10 +225,14 @@ impl Broker for EmbeddedBroker {
         }
         drop(topics);
         self.inner.clone().resume();
-        Arc::new(SidecarApi {
-            state_store: self.state_store.clone(),
-            broker: self,
-        })
+        let pushed = self.pushed.clone();
+        vec![
+            Arc::new(SidecarApi {
+                state_store: self.state_store.clone(),
+                broker: self,
+            }),
+            pushed,
+        ]
     }
 
     async fn shutdown(&self, grace: Duration) -> u64 {
@@ -226,13 +242,14 @@ impl Broker for EmbeddedBroker {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
-        let left = self.inner.in_flight.drain(grace).await;
+        let (queued, pushed) =
+            tokio::join!(self.inner.in_flight.drain(grace), self.pushed.drain(grace));
         if let Some(journal) = &self.inner.journal
             && let Err(e) = journal.flush().await
         {
             tracing::error!("{e}");
         }
-        left
+        queued + pushed
     }
 }
 

@@ -76,13 +76,14 @@ pub trait Broker: Send + Sync + 'static {
     }
 
     /// Starts delivering messages for `subscriptions` to `target`, and
-    /// returns what the backend mounts on the app's listener: daprd's
-    /// delivery endpoints for Dapr, the sidecar API for the embedded broker.
+    /// returns what the backend mounts on the app's listener: Dapr's
+    /// app-side protocol (`/dapr/subscribe` and the delivery routes) for
+    /// both, and the sidecar API as well for the embedded broker.
     fn start(
         self: Arc<Self>,
         subscriptions: Vec<Subscription>,
         target: Arc<dyn DeliveryTarget>,
-    ) -> Arc<dyn Endpoint>;
+    ) -> Vec<Arc<dyn Endpoint>>;
 
     /// Stops taking new work and waits, at most `grace`, for deliveries in
     /// flight to finish. Returns how many were still in flight.

@@ -18,8 +18,10 @@ use crate::manifest::{HttpTrigger as HttpTriggerConfig, Manifest};
 use crate::server::{self, Endpoint, Request, Response};
 use anyhow::bail;
 use async_trait::async_trait;
+use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode};
 use http_body_util::BodyExt;
+use http_body_util::combinators::UnsyncBoxBody;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -104,6 +106,33 @@ impl Endpoint for HttpTrigger {
     }
 
     async fn serve(&self, request: Request) -> Response {
+        // The guest streams the body as it reads it; it never sees more
+        // than the limit. A declared length over it is refused up front.
+        let limit = server::body_limit(&request);
+        if let Err(e) = server::check_declared_length(&request) {
+            return e.response();
+        }
+        let request = request.map(|body| {
+            http_body_util::Limited::new(body, limit)
+                // Past the limit the guest's body stream fails with WASI's own
+                // `HTTP-request-body-size` error.
+                .map_err(move |e| match e.downcast::<hyper::Error>() {
+                    Ok(e) => wasmtime_wasi_http::Error::from(*e),
+                    Err(_) => wasmtime_wasi_http::Error::HttpRequestBodySize(Some(limit as u64)),
+                })
+                .boxed_unsync()
+        });
+        self.handle(request).await
+    }
+}
+
+/// A request body as a guest reads it.
+pub type GuestBody = UnsyncBoxBody<Bytes, wasmtime_wasi_http::Error>;
+
+impl HttpTrigger {
+    /// Routes one request, whose body is already bounded, to a fresh
+    /// instance of its component, with Spin's routing headers added.
+    pub async fn handle(&self, request: http::Request<GuestBody>) -> Response {
         let path = request.uri().path().to_owned();
         let Some((index, matched)) = best_match(&self.routes, &path) else {
             return server::error(
@@ -114,13 +143,6 @@ impl Endpoint for HttpTrigger {
         };
         let route = &self.routes[index];
         let (component, handler) = &self.handlers[index];
-
-        // The guest streams the body as it reads it; it never sees more
-        // than the limit. A declared length over it is refused up front.
-        let limit = server::body_limit(&request);
-        if let Err(e) = server::check_declared_length(&request) {
-            return e.response();
-        }
         let (mut parts, body) = request.into_parts();
         let authority = parts
             .headers
@@ -165,14 +187,6 @@ impl Endpoint for HttpTrigger {
                 parts.headers.insert(header, value);
             }
         }
-        let body = http_body_util::Limited::new(body, limit)
-            // Past the limit the guest's body stream fails with WASI's own
-            // `HTTP-request-body-size` error.
-            .map_err(move |e| match e.downcast::<hyper::Error>() {
-                Ok(e) => wasmtime_wasi_http::Error::from(*e),
-                Err(_) => wasmtime_wasi_http::Error::HttpRequestBodySize(Some(limit as u64)),
-            })
-            .boxed_unsync();
         let request = http::Request::from_parts(parts, body);
 
         let started = Instant::now();

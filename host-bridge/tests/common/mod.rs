@@ -11,14 +11,14 @@
 pub mod dapr;
 pub mod logs;
 mod ports;
+mod process;
 
 pub use ports::free_port;
+pub use process::Process;
 
-use std::io::{BufRead, BufReader, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::process::Command;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// The workspace root.
@@ -61,7 +61,7 @@ pub fn wasm(name: &str) -> String {
 
 /// A running `host-bridge up`.
 pub struct Host {
-    child: Child,
+    pub process: Process,
     pub url: String,
     /// Where publishes and state reads go: the host itself on the embedded
     /// broker, the sidecar under Dapr.
@@ -69,11 +69,6 @@ pub struct Host {
     /// The `dapr-api-token` calls to `api_url` carry, if any.
     pub api_token: Option<String>,
     pub dir: tempfile::TempDir,
-    /// Everything the host printed, for failure messages.
-    output: mpsc::Receiver<String>,
-    log: Vec<String>,
-    /// Shows the host's output file if the test fails.
-    _log_entry: logs::LogEntry,
     /// How it was started, to start it again.
     manifest: String,
     port: u16,
@@ -117,10 +112,8 @@ impl Host {
         ] {
             command.env_remove(name);
         }
-        for (name, value) in env {
-            command.env(name, value);
-        }
-        let mut child = command
+        command
+            .env("RUST_LOG", "info,host_bridge=debug")
             .arg("up")
             .arg("--manifest")
             .arg(&path)
@@ -131,37 +124,18 @@ impl Host {
             // Each host its own durable embedded broker (in its directory,
             // so a restart finds what it left).
             .arg("--data-dir")
-            .arg(&data_dir)
-            .env("RUST_LOG", "info,host_bridge=debug")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cannot start host-bridge");
-        // Each line goes to the test (to wait on) and to a file (for the
-        // failure message's tail).
-        let log_path = dir.path().join("host-bridge.log");
-        let log_file = Arc::new(Mutex::new(std::fs::File::create(&log_path).unwrap()));
-        let log_entry = logs::register(format!("host-bridge on port {port}"), &log_path);
-        let (tx, rx) = mpsc::channel();
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let tx = tx.clone();
-            let log_file = log_file.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    let _ = writeln!(log_file.lock().unwrap(), "{line}");
-                    let _ = tx.send(line);
-                }
-            });
+            .arg(&data_dir);
+        for (name, value) in env {
+            command.env(name, value);
         }
-        // The readers hold the only senders, so the channel disconnects when
-        // the process has exited and closed its pipes.
-        drop(tx);
+        let process = Process::spawn(
+            command,
+            format!("host-bridge on port {port}"),
+            &dir.path().join("host-bridge.log"),
+        );
         let url = format!("http://127.0.0.1:{port}");
         let mut host = Host {
-            child,
+            process,
             manifest: manifest.to_owned(),
             port,
             env: env
@@ -176,9 +150,6 @@ impl Host {
                 .map(|(_, v)| v.clone()),
             url,
             dir,
-            output: rx,
-            log: Vec::new(),
-            _log_entry: log_entry,
         };
         host.wait_for_line("is ready on", Duration::from_secs(120));
         host
@@ -187,42 +158,17 @@ impl Host {
     /// Waits until the host prints a line containing `needle`; fails at once
     /// if the host exits first.
     pub fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(line) = self.log.iter().find(|l| l.contains(needle)) {
-                return line.clone();
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.output.recv_timeout(left) {
-                Ok(line) => self.log.push(line),
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    let status = self.child.wait().unwrap();
-                    panic!(
-                        "host-bridge exited ({status}) before printing {needle:?}; it printed:\n{}",
-                        self.drain_log()
-                    )
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => panic!(
-                    "host-bridge did not print {needle:?} within {timeout:?}; it printed:\n{}",
-                    self.drain_log()
-                ),
-            }
-        }
+        self.process.wait_for_line(needle, timeout)
     }
 
     /// Everything the host printed so far.
     pub fn drain_log(&mut self) -> String {
-        while let Ok(line) = self.output.try_recv() {
-            self.log.push(line);
-        }
-        self.log.join("\n")
+        self.process.drain_log()
     }
 
-    /// Kills the process with SIGKILL, as a crash would: nothing is flushed,
-    /// nothing is drained.
+    /// Kills the process with SIGKILL, as a crash would.
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill();
     }
 
     /// Kills the process with SIGKILL and starts it again, on the same port,
@@ -249,38 +195,17 @@ impl Host {
     /// Sends SIGTERM, as `dapr run`, systemd or Kubernetes would to stop
     /// the app, and waits at most `timeout` for the process to exit.
     pub fn terminate(&mut self, timeout: Duration) -> std::process::ExitStatus {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("cannot run kill");
-        assert!(status.success(), "kill -TERM failed");
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "host-bridge did not exit within {timeout:?} of SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.process.terminate(timeout)
     }
 
     /// The process's resident memory, in KiB (Linux).
     pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("cannot read /proc/PID/status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("no VmRSS in /proc/PID/status")
+        self.process.memory_kib("VmRSS")
     }
 
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
+        self.process.is_running()
     }
 
     pub fn get(&self, path: &str) -> reqwest::blocking::Response {
@@ -417,13 +342,6 @@ impl Host {
         text.lines()
             .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
             .unwrap_or_else(|| panic!("no metric {series} in:\n{text}"))
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
