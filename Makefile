@@ -26,7 +26,8 @@ soak: setup setup-dapr
 ## The benchmarks behind BENCHMARKS.md: criterion micro-benchmarks of the
 ## sandbox, then the system harness (host-bridge side by side with a native
 ## server, wasmtime serve and daprd). BENCH_ONLY=delivery,http,embedded,dapr,startup
-## picks sections; BENCH_SECONDS and BENCH_ROUNDS set the length (3 s, 3 rounds).
+## runs some sections (results then go under target/bench/); BENCH_SECONDS and
+## BENCH_ROUNDS set the length (3 s, 3 rounds).
 bench: setup setup-dapr setup-bench
 	cargo bench -p host-bridge --bench sandbox
 	WASMTIME=$(WASMTIME) cargo bench -p host-bridge --bench load

@@ -8,7 +8,7 @@
 //! | section | what is loaded | systems |
 //! |---|---|---|
 //! | `delivery` | `POST /orders-events`, the CloudEvents daprd would send | host-bridge (in memory, and durable), the native baseline, `wasmtime serve` |
-//! | `http` | keep-alive `POST /orders`, and `GET /hello` (a spin-sdk hello world) | host-bridge, the native baseline, `wasmtime serve` (hello only) |
+//! | `http` | keep-alive `POST /orders`, and `GET /hello` (a spin-sdk hello world) | host-bridge (in memory, and durable), the native baseline, `wasmtime serve` (hello only) |
 //! | `dapr` | N messages through daprd and Redis, one by one and in bulk | host-bridge and the native baseline, each behind an identical daprd |
 //! | `embedded` | publish to processed on the embedded broker | host-bridge in memory and durable |
 //! | `startup` | launch to `/healthz` 200, cold and with a warm cache | host-bridge, the native baseline |
@@ -23,9 +23,9 @@
 //! The criterion micro-benchmarks (`benches/sandbox.rs`) run first under
 //! `make bench`; this harness reads their estimates to judge the sandbox
 //! target. The results go to `BENCHMARKS.md` (between its `results`
-//! markers) and `docs/bench/throughput.svg`, unless `BENCH_SMOKE=1`, which
-//! runs everything briefly, writes under `target/bench/` and fails on any
-//! error.
+//! markers) and `docs/bench/throughput.svg`; a run of some sections
+//! (`BENCH_ONLY`) writes under `target/bench/` instead, and so does
+//! `BENCH_SMOKE=1`, which runs everything briefly and fails on any error.
 //!
 //! Settings (environment): `BENCH_SECONDS` per load point (3),
 //! `BENCH_ROUNDS` (3), `BENCH_MESSAGES` for the broker sections (10000),
@@ -108,7 +108,9 @@ impl Config {
             })
         };
         let root = workspace();
-        let (markdown, plot) = if smoke {
+        let only = var("BENCH_ONLY").map(|v| v.split(',').map(|s| s.trim().to_owned()).collect());
+        // A partial or brief run must not overwrite the full results.
+        let (markdown, plot) = if smoke || only.is_some() {
             let dir = root.join("target/bench");
             (dir.join("BENCHMARKS.md"), dir.join("throughput.svg"))
         } else {
@@ -121,7 +123,7 @@ impl Config {
             seconds: number("BENCH_SECONDS", if smoke { 0.5 } else { 3.0 }),
             rounds: number("BENCH_ROUNDS", if smoke { 1.0 } else { 3.0 }) as usize,
             messages: number("BENCH_MESSAGES", if smoke { 500.0 } else { 10_000.0 }) as u64,
-            only: var("BENCH_ONLY").map(|v| v.split(',').map(|s| s.trim().to_owned()).collect()),
+            only,
             smoke,
             markdown,
             plot,
