@@ -155,17 +155,14 @@ impl Tools {
     fn prepare() -> Tools {
         let root = workspace();
         eprintln!("bench: building the guests and the native baseline (release)");
+        // The example app's guests, as the tests build them, and the two
+        // the benchmarks add.
+        common::guests();
         cargo(&[
             "build",
             "--release",
             "--target",
             "wasm32-wasip2",
-            "-p",
-            "order-api",
-            "-p",
-            "order-processor",
-            "-p",
-            "dead-letter",
             "-p",
             "hello",
             "-p",
@@ -293,34 +290,59 @@ fn host_bridge_command_with_cache(
     command
 }
 
-fn start_host_bridge(tools: &Tools, storage: Storage, name: &'static str) -> Server {
+/// Where a server listens and what it runs with: a free port and nothing
+/// extra, or, behind daprd, the app port and the sidecar's variables.
+struct Placement<'a> {
+    addr: SocketAddr,
+    env: &'a [(&'static str, String)],
+}
+
+impl Placement<'_> {
+    fn anywhere() -> Placement<'static> {
+        Placement {
+            addr: local(free_port()),
+            env: &[],
+        }
+    }
+}
+
+fn start_host_bridge(
+    tools: &Tools,
+    storage: Storage,
+    name: &'static str,
+    manifest: &str,
+    at: Placement,
+) -> Server {
     let dir = tempfile::tempdir().unwrap();
-    let addr = local(free_port());
-    let mut command =
-        host_bridge_command(tools, dir.path(), &bench_manifest(tools, false), storage);
-    command.arg("--listen").arg(addr.to_string());
+    let mut command = host_bridge_command(tools, dir.path(), manifest, storage);
+    command
+        .arg("--listen")
+        .arg(at.addr.to_string())
+        .envs(at.env.iter().cloned());
     let mut process = Process::spawn(command, name.into(), &dir.path().join("log"));
     process.wait_for_line("is ready on", Duration::from_secs(120));
     Server {
         name,
         process,
-        addr,
+        addr: at.addr,
         _dir: dir,
     }
 }
 
-fn start_native(tools: &Tools, args: &[&str], env: &[(&str, String)]) -> Server {
+fn start_native(tools: &Tools, args: &[&str], at: Placement) -> Server {
     let dir = tempfile::tempdir().unwrap();
-    let addr = local(free_port());
     let mut command = Command::new(&tools.native);
-    command.arg("--listen").arg(addr.to_string()).args(args);
-    command.envs(env.iter().map(|(k, v)| (k, v)));
+    command
+        .arg("--listen")
+        .arg(at.addr.to_string())
+        .args(args)
+        .envs(at.env.iter().cloned());
     let mut process = Process::spawn(command, "native baseline".into(), &dir.path().join("log"));
     process.wait_for_line("ready on", Duration::from_secs(30));
     Server {
         name: "native baseline",
         process,
-        addr,
+        addr: at.addr,
         _dir: dir,
     }
 }
@@ -673,15 +695,29 @@ fn median(mut values: Vec<f64>) -> f64 {
     }
 }
 
+/// host-bridge running the example app in memory, and durable (the default).
+fn host_bridges(tools: &Tools) -> Vec<Server> {
+    let manifest = bench_manifest(tools, false);
+    [
+        (Storage::InMemory, "host-bridge"),
+        (Storage::Durable, "host-bridge (durable state)"),
+    ]
+    .map(|(storage, name)| {
+        start_host_bridge(tools, storage, name, &manifest, Placement::anywhere())
+    })
+    .into()
+}
+
 /// host-bridge (in memory and durable), the native baseline, and, when
 /// `component` is given, `wasmtime serve` running it (fresh instances, and
 /// its default reuse).
 fn servers(tools: &Tools, component: Option<&str>) -> Vec<Server> {
-    let mut servers = vec![
-        start_host_bridge(tools, Storage::InMemory, "host-bridge"),
-        start_host_bridge(tools, Storage::Durable, "host-bridge (durable state)"),
-        start_native(tools, &["--state", "memory"], &[]),
-    ];
+    let mut servers = host_bridges(tools);
+    servers.push(start_native(
+        tools,
+        &["--state", "memory"],
+        Placement::anywhere(),
+    ));
     if let Some(component) = component {
         servers.extend(start_wasmtime(tools, component, true));
         servers.extend(start_wasmtime(tools, component, false));
@@ -758,10 +794,7 @@ fn embedded(
     report: &mut Report,
 ) {
     eprintln!("bench: [embedded] starting the servers");
-    let servers = [
-        start_host_bridge(tools, Storage::InMemory, "host-bridge"),
-        start_host_bridge(tools, Storage::Durable, "host-bridge (durable state)"),
-    ];
+    let servers = host_bridges(tools);
     let processed =
         |server: &Server| metric(server, "host_bridge_deliveries_total{outcome=\"success\"}");
     for round in 0..config.rounds {
@@ -895,45 +928,20 @@ fn through_dapr(
                 ("DAPR_HTTP_PORT", daprd.http_port.to_string()),
                 ("DAPR_GRPC_PORT", daprd.grpc_port.to_string()),
             ];
+            let at = Placement {
+                addr: local(app_port),
+                env: &dapr_env,
+            };
             let app = if system.starts_with("host-bridge") {
-                let dir = tempfile::tempdir().unwrap();
-                let mut command = host_bridge_command(
-                    tools,
-                    dir.path(),
-                    &bench_manifest(tools, bulk),
-                    Storage::InMemory,
-                );
-                command
-                    .arg("--listen")
-                    .arg(local(app_port).to_string())
-                    .envs(dapr_env.clone());
-                let mut process =
-                    Process::spawn(command, "host-bridge".into(), &dir.path().join("log"));
-                process.wait_for_line("is ready on", Duration::from_secs(120));
-                Server {
-                    name: "host-bridge",
-                    process,
-                    addr: local(app_port),
-                    _dir: dir,
-                }
+                let manifest = bench_manifest(tools, bulk);
+                start_host_bridge(tools, Storage::InMemory, "host-bridge", &manifest, at)
             } else {
-                let dir = tempfile::tempdir().unwrap();
-                let mut command = Command::new(&tools.native);
-                command
-                    .arg("--listen")
-                    .arg(local(app_port).to_string())
-                    .args(["--state", "dapr"])
-                    .args(bulk.then_some("--bulk"))
-                    .envs(dapr_env.clone());
-                let mut process =
-                    Process::spawn(command, "native baseline".into(), &dir.path().join("log"));
-                process.wait_for_line("ready on", Duration::from_secs(30));
-                Server {
-                    name: "native baseline",
-                    process,
-                    addr: local(app_port),
-                    _dir: dir,
-                }
+                let args: &[&str] = if bulk {
+                    &["--state", "dapr", "--bulk"]
+                } else {
+                    &["--state", "dapr"]
+                };
+                start_native(tools, args, at)
             };
             daprd.wait_for_subscriptions(&["orders"]);
             let processed = || {

@@ -5,7 +5,8 @@
 //! 1. the manifest loads and every component's `.wasm` exists (or `--build`
 //!    builds them), else nothing starts;
 //! 2. the listener binds, so `/healthz` answers 503 `starting` at once;
-//! 3. every component used by a trigger compiles (from the cache when it can)
+//! 3. every component used by a trigger compiles (from the cache when it can),
+//!    all at once on blocking threads,
 //!    and links, with a line of progress each;
 //! 4. the triggers are built and the broker starts delivering;
 //! 5. only then does `/healthz` answer 200 and the summary print.
@@ -244,8 +245,10 @@ async fn compile(
             eprintln!("host-bridge: component `{id}` is not used by any trigger; not loaded");
         }
     }
+    // Components compile (or load from the cache) at once, each on a
+    // blocking thread: start-up takes as long as the slowest, not the sum.
     let started = Instant::now();
-    let mut loaded = HashMap::new();
+    let mut jobs = Vec::new();
     for (n, id) in used.iter().enumerate() {
         let component = manifest.components[*id].clone();
         let size = std::fs::metadata(&component.source)
@@ -258,7 +261,11 @@ async fn compile(
             size / 1024
         );
         let engine = engine.clone();
-        let component = tokio::task::spawn_blocking(move || engine.load(&component)).await??;
+        jobs.push(tokio::task::spawn_blocking(move || engine.load(&component)));
+    }
+    let mut loaded = HashMap::new();
+    for (n, (id, job)) in used.iter().zip(jobs).enumerate() {
+        let component = job.await??;
         eprintln!(
             "host-bridge: [{}/{}] `{id}` ready in {:.2?}",
             n + 1,
