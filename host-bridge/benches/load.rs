@@ -829,16 +829,13 @@ fn embedded(
                 micros(p99),
                 error_note(&published),
             );
-            report.flows.push(Flow {
-                section: "embedded",
-                system: server.name.to_owned(),
+            report.flows.push(Flow::new(
+                "embedded",
+                server.name.to_owned(),
                 round,
-                messages: published.ok,
-                errors: published.errors,
-                first_error: published.first_error,
+                published,
                 elapsed,
-                publish_latencies: published.latencies,
-            });
+            ));
         }
     }
 }
@@ -894,6 +891,25 @@ struct Flow {
 }
 
 impl Flow {
+    fn new(
+        section: &'static str,
+        system: String,
+        round: usize,
+        published: LoadResult,
+        elapsed: Duration,
+    ) -> Flow {
+        Flow {
+            section,
+            system,
+            round,
+            messages: published.ok,
+            errors: published.errors,
+            first_error: published.first_error,
+            elapsed,
+            publish_latencies: published.latencies,
+        }
+    }
+
     fn rate(&self) -> f64 {
         self.messages as f64 / self.elapsed.as_secs_f64()
     }
@@ -975,16 +991,13 @@ fn through_dapr(
                 published.ok as f64 / elapsed.as_secs_f64(),
                 error_note(&published),
             );
-            report.flows.push(Flow {
-                section: "dapr",
-                system: system.to_owned(),
+            report.flows.push(Flow::new(
+                "dapr",
+                system.to_owned(),
                 round,
-                messages: published.ok,
-                errors: published.errors,
-                first_error: published.first_error,
+                published,
                 elapsed,
-                publish_latencies: published.latencies,
-            });
+            ));
         }
     }
 }
