@@ -45,7 +45,7 @@ WASMTIME_ROOT := $(HOME)/.cache/host-bridge/tools/wasmtime-$(WASMTIME_VERSION)
 WASMTIME := $(WASMTIME_ROOT)/bin/wasmtime
 setup-bench:
 	@test -x $(WASMTIME) \
-		|| { echo "installing wasmtime-cli $(WASMTIME_VERSION) into $(WASMTIME_ROOT) (once; about 15 min on 2 cores)"; \
+		|| { echo "installing wasmtime-cli $(WASMTIME_VERSION) into $(WASMTIME_ROOT) (once; it took 40 min on 2 cores shared with other builds)"; \
 		     cargo install --locked wasmtime-cli --version $(WASMTIME_VERSION) --root $(WASMTIME_ROOT); }
 
 ## Fuzz each parser of untrusted input (CloudEvents, bulk envelopes, the
