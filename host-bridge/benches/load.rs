@@ -867,15 +867,9 @@ fn get_text(url: &str) -> String {
         .unwrap_or_default()
 }
 
-fn wait_for(timeout: Duration, what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+/// Waits, polling every 5 ms, so a measured wait ends close to the event.
+fn wait_for(timeout: Duration, what: &str, done: impl FnMut() -> bool) {
+    common::dapr::wait_until_every(Duration::from_millis(5), timeout, what, done)
 }
 
 /// A message flow: N messages published, the time until all were processed.

@@ -371,13 +371,24 @@ impl DaprApp {
 }
 
 /// Polls `ready` every 50 ms until it is true, failing the test after `timeout`.
-pub fn wait_until(timeout: Duration, what: &str, mut ready: impl FnMut() -> bool) {
+pub fn wait_until(timeout: Duration, what: &str, ready: impl FnMut() -> bool) {
+    wait_until_every(Duration::from_millis(50), timeout, what, ready)
+}
+
+/// Polls `ready` every `interval` until it is true, failing after `timeout`;
+/// the benchmarks poll often, so the time they measure is not the interval's.
+pub fn wait_until_every(
+    interval: Duration,
+    timeout: Duration,
+    what: &str,
+    mut ready: impl FnMut() -> bool,
+) {
     let deadline = Instant::now() + timeout;
     while !ready() {
         assert!(
             Instant::now() < deadline,
             "timed out after {timeout:?} waiting for {what}"
         );
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(interval);
     }
 }
