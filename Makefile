@@ -8,7 +8,7 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 
 LISTEN ?= 127.0.0.1:3000
 
-.PHONY: up test soak fuzz bench bench-smoke setup setup-dapr setup-bench guests
+.PHONY: up test soak fuzz bench bench-smoke setup setup-dapr setup-bench setup-guests guests
 
 ## Set up, build the guests and the host, and run the orders app.
 up: setup
@@ -16,7 +16,7 @@ up: setup
 	./target/release/host-bridge up --build --listen $(LISTEN)
 
 ## Set up and run all the tests (unit, end-to-end embedded, end-to-end under real Dapr).
-test: setup setup-dapr
+test: setup setup-dapr setup-guests
 	cargo test -p host-bridge -p orders
 
 ## The five-minute soak through daprd and Redis (make test runs 30 s of it).
@@ -28,14 +28,14 @@ soak: setup setup-dapr
 ## server, wasmtime serve and daprd). BENCH_ONLY=delivery,http,embedded,dapr,startup
 ## runs some sections (results then go under target/bench/); BENCH_SECONDS and
 ## BENCH_ROUNDS set the length (3 s, 3 rounds).
-bench: setup setup-dapr setup-bench
+bench: setup setup-dapr setup-guests setup-bench
 	cargo bench -p host-bridge --bench sandbox
 	WASMTIME=$(WASMTIME) cargo bench -p host-bridge --bench load
 
 ## Every section of the harness, briefly, failing on any error; results go
 ## to target/bench/ and BENCHMARKS.md is left alone. CI runs it; it compares
 ## with wasmtime serve only if wasmtime-cli is already installed.
-bench-smoke: setup setup-dapr
+bench-smoke: setup setup-dapr setup-guests
 	BENCH_SMOKE=1 WASMTIME=$(WASMTIME) cargo bench -p host-bridge --bench load
 
 ## wasmtime-cli, the reference wasi:http runtime, at the wasmtime version
@@ -70,6 +70,20 @@ fuzz:
 setup:
 	@rustup target list --installed | grep -qx wasm32-wasip2 \
 		|| { echo "installing the wasm32-wasip2 Rust target"; rustup target add wasm32-wasip2; }
+
+## Install what the Python and JavaScript guests build with, pinned, inside
+## their folders: componentize-py in handler/order-processor-py/.venv (from
+## requirements.txt), componentize-js in handler/order-processor-js/node_modules
+## (from package-lock.json).
+PY_GUEST := handler/order-processor-py
+JS_GUEST := handler/order-processor-js
+setup-guests:
+	@test -x $(PY_GUEST)/.venv/bin/componentize-py \
+		|| { echo "installing componentize-py into $(PY_GUEST)/.venv"; \
+		     python3 -m venv $(PY_GUEST)/.venv && $(PY_GUEST)/.venv/bin/pip install --quiet -r $(PY_GUEST)/requirements.txt; }
+	@test -x $(JS_GUEST)/node_modules/.bin/componentize-js \
+		|| { echo "installing componentize-js into $(JS_GUEST)/node_modules"; \
+		     cd $(JS_GUEST) && npm ci --no-audit --no-fund; }
 
 ## Install what the Dapr tests need: daprd 1.18.3 and the Dapr CLI built from
 ## Go modules, ~/.dapr, Debian's redis-server, and the Dapr Python SDK.

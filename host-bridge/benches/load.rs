@@ -73,6 +73,9 @@ fn main() {
     if config.runs("embedded") {
         embedded(&config, &tools, &runtime, &mut report);
     }
+    if config.runs("languages") {
+        languages(&config, &tools, &runtime, &mut report);
+    }
     if config.runs("dapr") {
         through_dapr(&config, &tools, &runtime, &mut report);
     }
@@ -840,6 +843,115 @@ fn embedded(
     }
 }
 
+/// The order processor in Rust, Python and JavaScript, each with a fresh
+/// instance per delivery (the default) and with `instance_reuse`, on the
+/// embedded broker in memory: 8 publishers, publish to processed.
+const LANGUAGES: [(&str, &str); 3] = [("Rust", "rs"), ("Python", "py"), ("JavaScript", "js")];
+const LANGUAGE_PUBLISHERS: usize = 8;
+
+fn language_manifest(lang: &str, reuse: bool) -> String {
+    let manifest = if lang == "rs" {
+        common::orders_manifest().replace(
+            "timeout_ms = 5000\n",
+            "timeout_ms = 5000\ninstance_reuse = 1000\nmax_instances = 4\n",
+        )
+    } else {
+        common::polyglot_manifest(lang)
+    };
+    if reuse {
+        assert!(manifest.contains("instance_reuse = 1000\n"), "{manifest}");
+        manifest
+    } else {
+        manifest
+            .replace("instance_reuse = 1000\n", "")
+            .replace("max_instances = 4\n", "")
+    }
+}
+
+fn languages(
+    config: &Config,
+    tools: &Tools,
+    runtime: &tokio::runtime::Runtime,
+    report: &mut Report,
+) {
+    eprintln!("bench: [languages] building the Python and JavaScript guests, starting the servers");
+    let mut servers = Vec::new();
+    for (language, lang) in LANGUAGES {
+        for reuse in [false, true] {
+            let name: &'static str = format!(
+                "{language}, {}",
+                if reuse {
+                    "instance reuse"
+                } else {
+                    "fresh instances"
+                }
+            )
+            .leak();
+            let manifest = language_manifest(lang, reuse);
+            servers.push(start_host_bridge(
+                tools,
+                Storage::InMemory,
+                name,
+                &manifest,
+                Placement::anywhere(),
+            ));
+        }
+    }
+    // The slowest guest handles a few hundred a second: fewer messages.
+    let messages = (config.messages / 2).max(100);
+    let processed =
+        |server: &Server| metric(server, "host_bridge_deliveries_total{outcome=\"success\"}");
+    for round in 0..config.rounds {
+        for server in &servers {
+            let before = processed(server);
+            let cpu_before = server.process.cpu_time();
+            let started = Instant::now();
+            let published = run(
+                runtime,
+                load(
+                    server.addr,
+                    Workload::Publish,
+                    LANGUAGE_PUBLISHERS,
+                    Stop::Count(messages),
+                ),
+            );
+            let goal = before + published.ok;
+            wait_for(
+                Duration::from_secs(600),
+                "every message to be processed",
+                || processed(server) >= goal,
+            );
+            let elapsed = started.elapsed();
+            let cpu = server.process.cpu_time().saturating_sub(cpu_before);
+            let rate = published.ok as f64 / elapsed.as_secs_f64();
+            eprintln!(
+                "bench: [languages] round {} {:<32} {} processed in {:.2?}: {rate:.0}/s, cpu/delivery {}{}",
+                round + 1,
+                server.name,
+                published.ok,
+                elapsed,
+                micros((cpu / published.ok.max(1) as u32).as_micros() as u32),
+                error_note(&published),
+            );
+            let mut flow = Flow::new(
+                "languages",
+                server.name.to_owned(),
+                round,
+                published,
+                elapsed,
+            );
+            flow.cpu = Some(cpu);
+            report.flows.push(flow);
+        }
+    }
+    for server in &servers {
+        report.peak_rss.insert(
+            format!("languages: {}", server.name),
+            server.process.memory_kib("VmHWM"),
+        );
+    }
+}
+
 fn error_note(result: &LoadResult) -> String {
     if result.errors == 0 {
         return String::new();
@@ -882,6 +994,8 @@ struct Flow {
     first_error: Option<String>,
     elapsed: Duration,
     publish_latencies: Vec<u32>,
+    /// The server's CPU time over the flow, where measured.
+    cpu: Option<Duration>,
 }
 
 impl Flow {
@@ -901,6 +1015,7 @@ impl Flow {
             first_error: published.first_error,
             elapsed,
             publish_latencies: published.latencies,
+            cpu: None,
         }
     }
 
@@ -1302,6 +1417,21 @@ impl Report {
                 rate.map(|r| r >= 15_000.0),
             );
         }
+        for (language, goal) in [("Python", 2500.0), ("JavaScript", 4000.0)] {
+            for instances in ["fresh instances", "instance reuse"] {
+                let measured = self.language(&format!("{language}, {instances}"));
+                self.target(
+                    format!("{language} subscriber ≥ {goal:.0} deliveries/s on the embedded broker, {LANGUAGE_PUBLISHERS} publishers, {instances}"),
+                    measured.map(|(rate, ..)| format!("{rate:.0} deliveries/s")),
+                    measured.map(|(rate, ..)| rate >= goal),
+                );
+                self.target(
+                    format!("host RSS ≤ 150 MB under that load, {language}, {instances}"),
+                    measured.map(|(.., rss)| format!("{rss} MiB peak")),
+                    measured.map(|(.., rss)| (rss as f64) * 1.048_576 <= 150.0),
+                );
+            }
+        }
         let warm = self
             .startups
             .iter()
@@ -1355,6 +1485,70 @@ impl Report {
         );
         if config.smoke && !errors.is_empty() {
             panic!("the smoke run saw errors:\n{}", errors.join("\n"));
+        }
+    }
+
+    /// The median rate and CPU per delivery of a `languages` system, and
+    /// its peak RSS in MiB.
+    fn language(&self, system: &str) -> Option<(f64, Duration, u64)> {
+        let runs: Vec<&Flow> = self
+            .flows
+            .iter()
+            .filter(|f| f.section == "languages" && f.system == system)
+            .collect();
+        if runs.is_empty() {
+            return None;
+        }
+        let rate = median(runs.iter().map(|f| f.rate()).collect());
+        let cpu = median(
+            runs.iter()
+                .map(|f| f.cpu.unwrap_or_default().as_secs_f64() / f.messages.max(1) as f64)
+                .collect(),
+        );
+        let rss = self
+            .peak_rss
+            .get(&format!("languages: {system}"))
+            .map_or(0, |kib| kib / 1024);
+        Some((rate, Duration::from_secs_f64(cpu), rss))
+    }
+
+    fn languages_table(&self, out: &mut String) {
+        if !self.flows.iter().any(|f| f.section == "languages") {
+            return;
+        }
+        let _ = writeln!(
+            out,
+            "\n### Python and JavaScript guests: the order processor in three languages\n\n`BENCH_ONLY=languages make bench`; \
+             the embedded broker in memory, {LANGUAGE_PUBLISHERS} publishers on the publish API, each run ends when the last message is \
+             processed; median over rounds. Fresh instances is the default; instance reuse is `instance_reuse = 1000` with \
+             `max_instances = 4`. CPU is host-bridge's, publishing included; RSS is the host's peak over the section.\n\n\
+             | guest | component | instances | deliveries/s | CPU per delivery | ÷ Rust, same instances | peak RSS |\n|---|---|---|---|---|---|---|"
+        );
+        let root = workspace();
+        for (language, lang) in LANGUAGES {
+            let file = if lang == "rs" {
+                "order_processor.wasm".to_owned()
+            } else {
+                format!("order_processor_{lang}.wasm")
+            };
+            let size = std::fs::metadata(root.join("target/wasm32-wasip2/release").join(file))
+                .map_or(String::new(), |m| format!("{:.1} MB", m.len() as f64 / 1e6));
+            for instances in ["fresh instances", "instance reuse"] {
+                let system = format!("{language}, {instances}");
+                let Some((rate, cpu, rss)) = self.language(&system) else {
+                    continue;
+                };
+                let to_rust = self
+                    .language(&format!("Rust, {instances}"))
+                    .map_or(String::new(), |(rust, ..)| {
+                        format!("{:.0}%", rate / rust * 100.0)
+                    });
+                let _ = writeln!(
+                    out,
+                    "| {language} | {size} | {instances} | {rate:.0} | {} | {to_rust} | {rss} MiB |",
+                    micros(cpu.as_micros() as u32),
+                );
+            }
         }
     }
 
@@ -1486,6 +1680,7 @@ impl Report {
                 );
             }
         }
+        self.languages_table(&mut out);
         if !self.startups.is_empty() {
             let _ = writeln!(
                 out,

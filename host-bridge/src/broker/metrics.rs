@@ -16,6 +16,9 @@ pub struct Metrics {
     pub deliveries_success: AtomicU64,
     pub deliveries_retry: AtomicU64,
     pub deliveries_drop: AtomicU64,
+    /// Deliveries handled by an instance kept from an earlier delivery
+    /// (`instance_reuse`), not a fresh one.
+    pub deliveries_on_reused_instances: AtomicU64,
     pub bulk_batches: AtomicU64,
     pub dead_lettered: AtomicU64,
     pub discarded_max_attempts: AtomicU64,
@@ -58,6 +61,12 @@ impl Metrics {
                 ("{outcome=\"retry\"}", &self.deliveries_retry),
                 ("{outcome=\"drop\"}", &self.deliveries_drop),
             ],
+        );
+        metric(
+            "host_bridge_deliveries_on_reused_instances_total",
+            "counter",
+            "Deliveries handled by an instance kept from an earlier delivery (instance_reuse).",
+            &[("", &self.deliveries_on_reused_instances)],
         );
         metric(
             "host_bridge_bulk_batches_total",

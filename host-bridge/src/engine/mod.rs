@@ -186,9 +186,20 @@ impl Engine {
         trace: Option<TraceContext>,
     ) -> wasmtime::Result<Store<HostState>> {
         let admission = sandbox.admit().await;
+        self.admitted_store(sandbox, trace, admission)
+    }
+
+    /// A fresh store holding `admission`, its place under `max_instances`
+    /// (see [`Sandbox::admit`]).
+    pub fn admitted_store(
+        &self,
+        sandbox: &Arc<Sandbox>,
+        trace: Option<TraceContext>,
+        admission: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> wasmtime::Result<Store<HostState>> {
         let limits = sandbox.limits;
         let state = HostState {
-            _admission: admission,
+            admission,
             component: sandbox.component.clone(),
             wasi: sandbox.wasi_ctx()?,
             http: WasiHttpCtx::new(),
@@ -208,10 +219,15 @@ impl Engine {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
-        store.set_epoch_deadline(epoch_ticks(limits.timeout));
+        set_deadline(&mut store, limits.timeout);
         store.epoch_deadline_trap();
         Ok(store)
     }
+}
+
+/// Gives the next call into `store` `timeout` to run, from now.
+pub fn set_deadline(store: &mut Store<HostState>, timeout: Duration) {
+    store.set_epoch_deadline(epoch_ticks(timeout));
 }
 
 /// The number of epoch ticks in `timeout`, rounded up.

@@ -35,9 +35,10 @@ pub struct HostState {
     pub metrics: Arc<crate::broker::Metrics>,
     /// Set while handling a delivery; attached to the guest's publishes.
     pub trace: Option<TraceContext>,
-    /// The instance's place under its component's `max_instances`, given
-    /// back when the store is dropped.
-    pub(crate) _admission: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// The call's place under its component's `max_instances`, given back
+    /// when the store is dropped or, for a reused instance, when the call
+    /// ends.
+    pub(crate) admission: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl WasiView for HostState {

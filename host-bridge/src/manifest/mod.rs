@@ -206,6 +206,11 @@ pub struct SandboxLimits {
     /// The most instances of the component alive at once; more calls wait.
     /// `None`: only the engine-wide `--max-instances` bounds them.
     pub max_instances: Option<u32>,
+    /// How many deliveries one instance of a subscriber may handle, one
+    /// after another, before it is dropped. 1, the default, gives every
+    /// delivery a fresh instance; more is an opt-in for guests whose authors
+    /// accept that memory left by one delivery is seen by the next.
+    pub instance_reuse: u32,
 }
 
 impl Default for SandboxLimits {
@@ -215,6 +220,7 @@ impl Default for SandboxLimits {
             max_memory: 64 << 20,
             clock: false,
             max_instances: None,
+            instance_reuse: 1,
         }
     }
 }
@@ -358,6 +364,7 @@ struct RawHostBridgeTool {
     max_memory_mb: Option<usize>,
     clock: Option<bool>,
     max_instances: Option<u32>,
+    instance_reuse: Option<u32>,
     #[serde(default)]
     allowed_publish_topics: Vec<String>,
 }
@@ -807,6 +814,14 @@ fn validate_component(
                         ));
                     }
                     sandbox.max_instances = Some(n);
+                }
+                if let Some(n) = t.instance_reuse {
+                    if n == 0 {
+                        problems.push(format!(
+                            "{here}.tool.{TOOL_NAME} instance_reuse: must be at least 1 (1 is a fresh instance per delivery)"
+                        ));
+                    }
+                    sandbox.instance_reuse = n;
                 }
             }
             Err(e) => problems.push(format!("{here}.tool.{TOOL_NAME}: {}", e.message())),

@@ -42,6 +42,7 @@ source = "processor.wasm"
 clock = true
 timeout_ms = 500
 max_memory_mb = 16
+instance_reuse = 100
 [component.order-processor.tool.other-tool]
 anything = "goes"
 "#;
@@ -96,10 +97,26 @@ fn loads_a_full_manifest() {
     assert_eq!(api.files[0].destination, "/static");
     assert_eq!(api.environment["GREETING"], "hi");
     assert!(!api.sandbox.clock);
+    assert_eq!(
+        api.sandbox.instance_reuse, 1,
+        "a fresh instance per call by default"
+    );
     let processor = &m.components["order-processor"];
     assert!(processor.sandbox.clock);
     assert_eq!(processor.sandbox.timeout, Duration::from_millis(500));
     assert_eq!(processor.sandbox.max_memory, 16 << 20);
+    assert_eq!(processor.sandbox.instance_reuse, 100);
+}
+
+#[test]
+fn instance_reuse_of_zero_is_refused_by_name() {
+    let err = load_err(&GOOD.replace("instance_reuse = 100", "instance_reuse = 0"));
+    assert!(
+        err.contains(
+            "[component.order-processor].tool.host-bridge instance_reuse: must be at least 1"
+        ),
+        "{err}"
+    );
 }
 
 #[test]

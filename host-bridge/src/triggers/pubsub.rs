@@ -6,6 +6,15 @@
 //! to `handle`, and the store is dropped. The guest's answer is returned to
 //! the broker backend, which acks, redelivers or dead-letters.
 //!
+//! A component whose manifest sets `instance_reuse = N` opts out of that
+//! isolation for speed: an instance that answered is kept, idle, for the
+//! next delivery, up to N deliveries. Only an instance that answered is
+//! kept; one that trapped or ran out of time is dropped with its store.
+//! Idle instances are bounded by the component's `max_instances` (by
+//! [`default_idle_cap`] without it), and a new instance is made only when
+//! none is idle, so with `max_instances` set no more than that many are
+//! ever alive.
+//!
 //! Invariant: every failure to get an answer from the guest is RETRY, never
 //! SUCCESS or DROP. A trap, a panic, the epoch deadline (a guest in a loop),
 //! the memory limit, an instantiation failure (for example a full instance
@@ -13,14 +22,15 @@
 //! so a crash can delay a message but never lose it.
 
 use crate::broker::{DeliveryTarget, Metrics, Subscription};
-use crate::engine::{Engine, HostState, LoadedComponent, Sandbox, TraceContext};
-use crate::host::bindings::{Event, Status, SubscriberComponentPre};
+use crate::engine::{Engine, HostState, LoadedComponent, Sandbox, TraceContext, set_deadline};
+use crate::host::bindings::{Event, Status, SubscriberComponent, SubscriberComponentPre};
 use crate::manifest::{Manifest, PubsubTrigger as PubsubTriggerConfig};
 use anyhow::{Context as _, bail};
 use async_trait::async_trait;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use wasmtime::Store;
 
 /// Extra time a call gets, past its epoch deadline, before the host stops
 /// waiting for it. The epoch deadline stops a guest that computes; this
@@ -38,6 +48,24 @@ struct Target {
     config: PubsubTriggerConfig,
     pre: SubscriberComponentPre<HostState>,
     sandbox: Arc<Sandbox>,
+    /// Instances kept for their next delivery (`instance_reuse` > 1).
+    idle: Mutex<Vec<Warm>>,
+    idle_cap: usize,
+}
+
+/// An instance that answered its last delivery and may take another.
+struct Warm {
+    store: Store<HostState>,
+    instance: SubscriberComponent,
+    /// How many deliveries it has answered.
+    served: u32,
+}
+
+/// How many idle instances a reusing component keeps when its manifest
+/// sets no `max_instances`: two per core, enough to keep the cores busy
+/// while some instances wait on host calls.
+pub fn default_idle_cap() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()) * 2
 }
 
 impl PubsubTrigger {
@@ -65,10 +93,17 @@ impl PubsubTrigger {
                     loaded.exports.join(", ")
                 );
             };
+            let sandbox = loaded.sandbox.clone();
+            let idle_cap = sandbox
+                .limits
+                .max_instances
+                .map_or_else(default_idle_cap, |n| n as usize);
             targets.push(Target {
                 config: config.clone(),
                 pre,
-                sandbox: loaded.sandbox.clone(),
+                sandbox,
+                idle: Mutex::new(Vec::new()),
+                idle_cap,
             });
         }
         Ok(PubsubTrigger {
@@ -95,8 +130,12 @@ impl PubsubTrigger {
             traceparent: event.traceparent.clone(),
             tracestate: event.tracestate.clone(),
         };
+        let limits = target.sandbox.limits;
+        if limits.instance_reuse > 1 {
+            return self.call_reusing(target, event, trace).await;
+        }
         let mut store = self.engine.store(&target.sandbox, Some(trace)).await?;
-        let limit = target.sandbox.limits.timeout + HOST_TIMEOUT_SLACK;
+        let limit = limits.timeout + HOST_TIMEOUT_SLACK;
         let call = async {
             let instance = target.pre.instantiate_async(&mut store).await?;
             instance
@@ -108,6 +147,63 @@ impl PubsubTrigger {
             Ok(result) => Ok(result?),
             Err(_) => bail!("no answer within {limit:?}"),
         }
+    }
+
+    /// One delivery on an idle instance if there is one, else on a new one,
+    /// which is kept afterwards if it answered (see the module's docs).
+    async fn call_reusing(
+        &self,
+        target: &Target,
+        event: Event,
+        trace: TraceContext,
+    ) -> anyhow::Result<Status> {
+        let limits = target.sandbox.limits;
+        let limit = limits.timeout + HOST_TIMEOUT_SLACK;
+        let admission = target.sandbox.admit().await;
+        let idle = target.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let call = async {
+            let mut warm = match idle {
+                Some(mut warm) => {
+                    Metrics::inc(&self.metrics.deliveries_on_reused_instances);
+                    warm.store.data_mut().admission = admission;
+                    warm.store.data_mut().trace = Some(trace);
+                    set_deadline(&mut warm.store, limits.timeout);
+                    warm
+                }
+                None => {
+                    let mut store =
+                        self.engine
+                            .admitted_store(&target.sandbox, Some(trace), admission)?;
+                    let instance = target.pre.instantiate_async(&mut store).await?;
+                    Warm {
+                        store,
+                        instance,
+                        served: 0,
+                    }
+                }
+            };
+            let status = warm
+                .instance
+                .hostbridge_pubsub_subscriber()
+                .call_handle(&mut warm.store, &event)
+                .await?;
+            Ok::<_, wasmtime::Error>((status, warm))
+        };
+        let (status, mut warm) = match tokio::time::timeout(limit, call).await {
+            Ok(result) => result?,
+            Err(_) => bail!("no answer within {limit:?}"),
+        };
+        warm.served += 1;
+        let state = warm.store.data_mut();
+        state.admission = None;
+        state.trace = None;
+        if warm.served < limits.instance_reuse {
+            let mut idle = target.idle.lock().unwrap_or_else(|e| e.into_inner());
+            if idle.len() < target.idle_cap {
+                idle.push(warm);
+            }
+        }
+        Ok(status)
     }
 }
 

@@ -54,6 +54,53 @@ pub fn guests() -> &'static Path {
     })
 }
 
+/// The order processor in another language, `py` or `js`: the folder
+/// `handler/order-processor-LANG` holding its sources and its orders-app
+/// manifest.
+pub fn polyglot_dir(lang: &str) -> PathBuf {
+    workspace().join(format!("handler/order-processor-{lang}"))
+}
+
+/// Builds the `py` or `js` order processor from source, once per test
+/// binary, with the build command of its own manifest (componentize-py or
+/// componentize-js, which `make setup-guests` installs).
+pub fn polyglot_guest(lang: &str) {
+    static BUILT: OnceLock<std::sync::Mutex<Vec<String>>> = OnceLock::new();
+    guests();
+    let mut built = BUILT.get_or_init(Default::default).lock().unwrap();
+    if built.iter().any(|l| l == lang) {
+        return;
+    }
+    let manifest = polyglot_dir(lang).join("spin.toml");
+    let output = Command::new(env!("CARGO_BIN_EXE_host-bridge"))
+        .arg("build")
+        .arg("--manifest")
+        .arg(&manifest)
+        .arg("order-processor")
+        .output()
+        .expect("cannot run host-bridge build");
+    assert!(
+        output.status.success(),
+        "building the {lang} order processor with {} failed (run `make setup-guests` first):\n{}",
+        manifest.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    built.push(lang.to_owned());
+}
+
+/// The orders app with the `py` or `js` order processor: that folder's
+/// `spin.toml`, built, with sources pointed at the built guests and a fast
+/// retry policy.
+pub fn polyglot_manifest(lang: &str) -> String {
+    polyglot_guest(lang);
+    let text = std::fs::read_to_string(polyglot_dir(lang).join("spin.toml")).unwrap();
+    let text = text.replace(
+        "source = \"../../target/wasm32-wasip2/release/",
+        &format!("source = \"{}/", guests().display()),
+    );
+    text.replace("initial_backoff_ms = 200", "initial_backoff_ms = 20")
+}
+
 /// The path of a built guest, e.g. `wasm("order_api")`.
 pub fn wasm(name: &str) -> String {
     guests().join(format!("{name}.wasm")).display().to_string()
