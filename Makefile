@@ -25,7 +25,7 @@ soak: setup setup-dapr
 
 ## The benchmarks behind BENCHMARKS.md: criterion micro-benchmarks of the
 ## sandbox, then the system harness (host-bridge side by side with a native
-## server, wasmtime serve and daprd). BENCH_ONLY=delivery,http,embedded,dapr,startup
+## server, wasmtime serve and daprd). BENCH_ONLY=delivery,http,embedded,languages,dapr,startup
 ## runs some sections (results then go under target/bench/); BENCH_SECONDS and
 ## BENCH_ROUNDS set the length (3 s, 3 rounds).
 bench: setup setup-dapr setup-guests setup-bench
@@ -73,17 +73,20 @@ setup:
 
 ## Install what the Python and JavaScript guests build with, pinned, inside
 ## their folders: componentize-py in handler/order-processor-py/.venv (from
-## requirements.txt), componentize-js in handler/order-processor-js/node_modules
+## requirements.txt), componentize-js in handler/orders-js/node_modules
 ## (from package-lock.json).
 PY_GUEST := handler/order-processor-py
-JS_GUEST := handler/order-processor-js
+JS_GUEST := handler/orders-js
 setup-guests:
-	@test -x $(PY_GUEST)/.venv/bin/componentize-py \
-		|| { echo "installing componentize-py into $(PY_GUEST)/.venv"; \
-		     python3 -m venv $(PY_GUEST)/.venv && $(PY_GUEST)/.venv/bin/pip install --quiet -r $(PY_GUEST)/requirements.txt; }
-	@test -x $(JS_GUEST)/node_modules/.bin/componentize-js \
-		|| { echo "installing componentize-js into $(JS_GUEST)/node_modules"; \
-		     cd $(JS_GUEST) && npm ci --no-audit --no-fund; }
+	@sha256sum $(PY_GUEST)/requirements.txt | cmp -s - $(PY_GUEST)/.venv/installed-from \
+		|| { echo "installing componentize-py into $(PY_GUEST)/.venv (requirements.txt)"; \
+		     python3 -m venv $(PY_GUEST)/.venv \
+		     && $(PY_GUEST)/.venv/bin/pip install --quiet -r $(PY_GUEST)/requirements.txt \
+		     && sha256sum $(PY_GUEST)/requirements.txt > $(PY_GUEST)/.venv/installed-from; }
+	@sha256sum $(JS_GUEST)/package-lock.json | cmp -s - $(JS_GUEST)/node_modules/installed-from \
+		|| { echo "installing componentize-js into $(JS_GUEST)/node_modules (package-lock.json)"; \
+		     (cd $(JS_GUEST) && npm ci --no-audit --no-fund) \
+		     && sha256sum $(JS_GUEST)/package-lock.json > $(JS_GUEST)/node_modules/installed-from; }
 
 ## Install what the Dapr tests need: daprd 1.18.3 and the Dapr CLI built from
 ## Go modules, ~/.dapr, Debian's redis-server, and the Dapr Python SDK.

@@ -1,8 +1,10 @@
 //! The order processor written in Python (componentize-py) and in
-//! JavaScript (componentize-js), built from source with the build commands
-//! of their manifests, end to end on the embedded broker and under a real
-//! daprd and Redis: an order processed, a malformed one dropped to the
-//! dead-letter topic, and a guest failure answered as RETRY and redelivered.
+//! JavaScript (componentize-js), and the JavaScript order API, built from
+//! source with the build commands of their manifests, end to end on the
+//! embedded broker and under a real daprd and Redis: an order accepted,
+//! processed and shown, an invalid one refused, a malformed one dropped to
+//! the dead-letter topic, and a guest failure answered as RETRY and
+//! redelivered.
 
 mod common;
 
@@ -64,6 +66,28 @@ fn on_the_embedded_broker(lang: &str) {
     check_processed(&host.wait_for_json("order-p-1", SLOW), "p-1");
     let shown: Value = host.get("/orders/p-1").json().unwrap();
     check_processed(&shown, "p-1");
+    assert_eq!(host.get("/orders/p-unknown").status(), 404);
+    assert_eq!(host.get("/orders/not%20an%20id").status(), 404);
+
+    // The API refuses an invalid order, naming the field, and publishes nothing.
+    let response = host.post(
+        "/orders",
+        "application/json",
+        r#"{"orderId":"p-9","customer":"ada","items":[{"sku":"pen","qty":0,"price":1}]}"#,
+    );
+    assert_eq!(response.status(), 400);
+    let error: Value = response.json().unwrap();
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("items[0].qty"),
+        "{error}"
+    );
+    assert_eq!(
+        host.post("/orders/p-1", "application/json", "{}").status(),
+        405
+    );
 
     // DROP: the processor refuses a malformed order once, and it is dead-lettered.
     host.publish(

@@ -54,16 +54,21 @@ pub fn guests() -> &'static Path {
     })
 }
 
-/// The order processor in another language, `py` or `js`: the folder
-/// `handler/order-processor-LANG` holding its sources and its orders-app
-/// manifest.
+/// The orders app in another language, `py` or `js`: the folder holding
+/// its sources and its manifest (`handler/order-processor-py`: the
+/// processor in Python; `handler/orders-js`: the API and the processor in
+/// JavaScript).
 pub fn polyglot_dir(lang: &str) -> PathBuf {
-    workspace().join(format!("handler/order-processor-{lang}"))
+    workspace().join(match lang {
+        "py" => "handler/order-processor-py",
+        "js" => "handler/orders-js",
+        other => panic!("no orders app in {other:?}"),
+    })
 }
 
-/// Builds the `py` or `js` order processor from source, once per test
-/// binary, with the build command of its own manifest (componentize-py or
-/// componentize-js, which `make setup-guests` installs).
+/// Builds the `py` or `js` orders app from source, once per test binary,
+/// with the build commands of its own manifest (componentize-py or
+/// componentize-js, which `make setup-guests` installs, and cargo).
 pub fn polyglot_guest(lang: &str) {
     static BUILT: OnceLock<std::sync::Mutex<Vec<String>>> = OnceLock::new();
     guests();
@@ -76,20 +81,19 @@ pub fn polyglot_guest(lang: &str) {
         .arg("build")
         .arg("--manifest")
         .arg(&manifest)
-        .arg("order-processor")
         .output()
         .expect("cannot run host-bridge build");
     assert!(
         output.status.success(),
-        "building the {lang} order processor with {} failed (run `make setup-guests` first):\n{}",
+        "building the {lang} orders app with {} failed (run `make setup-guests` first):\n{}",
         manifest.display(),
         String::from_utf8_lossy(&output.stderr)
     );
     built.push(lang.to_owned());
 }
 
-/// The orders app with the `py` or `js` order processor: that folder's
-/// `spin.toml`, built, with sources pointed at the built guests and a fast
+/// The orders app in `py` or `js`: that folder's `spin.toml`, built, with
+/// sources pointed at the built guests and a fast
 /// retry policy.
 pub fn polyglot_manifest(lang: &str) -> String {
     polyglot_guest(lang);

@@ -1,25 +1,20 @@
-// The order processor in JavaScript: the same work as handler/order-processor.
-//
-// It subscribes to `orders`, totals each order and saves the processed order
-// to the state store. Its answers follow Dapr's contract, as the Rust one's
-// do: an order that can never be processed (malformed JSON, a failed
-// validation) is "drop", so it reaches the dead-letter topic; a failure that
-// may pass (the state store is unavailable) is "retry".
-//
-// Build: see `[component.order-processor.build]` in spin-javascript.toml.
+// The orders domain of the JavaScript guests, shared by api.js and
+// processor.js as the `orders` crate is by the Rust ones, with the same
+// rules: an order's fields, the id syntax, totals in cents.
 
-import { save } from "hostbridge:pubsub/state@0.1.0";
+export const PUBSUB_NAME = "pubsub";
+export const TOPIC = "orders";
+export const STATE_STORE = "statestore";
 
-const STATE_STORE = "statestore";
 const MAX_ID_LEN = 64;
 const ID = new RegExp(`^[A-Za-z0-9_-]{1,${MAX_ID_LEN}}$`);
 const U32_MAX = 2 ** 32 - 1;
 // Made once, when the component is built (the runtime is snapshotted then),
-// instead of once per delivery.
+// instead of once per call.
 const UTF8 = new TextDecoder("utf-8", { fatal: true });
-const ENCODER = new TextEncoder();
 
-class InvalidOrder extends Error {}
+/** Why a payload is not a valid order; the message names the field. */
+export class InvalidOrder extends Error {}
 
 // Checks that `value` is an object with exactly the fields `names`.
 function fields(value, where, names) {
@@ -40,7 +35,17 @@ function string(value, where) {
   return value;
 }
 
-// Parses and validates an order, with the rules of the `orders` crate.
+/** Whether `id` can be used as an order id. */
+export function isValidId(id) {
+  return ID.test(id);
+}
+
+/** The state key of an order. */
+export function stateKey(orderId) {
+  return `order-${orderId}`;
+}
+
+/** Parses and validates an order from its JSON bytes. */
 export function parseOrder(data) {
   let order;
   try {
@@ -50,7 +55,7 @@ export function parseOrder(data) {
   }
   fields(order, "the order", ["orderId", "customer", "items"]);
   const orderId = string(order.orderId, "orderId");
-  if (!ID.test(orderId)) {
+  if (!isValidId(orderId)) {
     throw new InvalidOrder(
       `orderId must be 1 to ${MAX_ID_LEN} characters of letters, digits, '-' or '_', got ${JSON.stringify(orderId)}`,
     );
@@ -72,39 +77,8 @@ export function parseOrder(data) {
   return order;
 }
 
-// The total in cents; each price is rounded to cents first, half away from
-// zero as in Rust, so the total is exact and the same everywhere.
-function totalCents(order) {
+/** The total in cents; each price is rounded to cents first, half away from
+ * zero as in Rust, so the total is exact and the same everywhere. */
+export function totalCents(order) {
   return order.items.reduce((sum, item) => sum + Math.floor(item.price * 100 + 0.5) * item.qty, 0);
 }
-
-export const subscriber = {
-  handle(event) {
-    let order;
-    try {
-      order = parseOrder(event.data);
-    } catch (err) {
-      if (!(err instanceof InvalidOrder)) throw err;
-      console.error(`order-processor-js: dropping event ${event.id}: ${err.message}`);
-      return "drop";
-    }
-    const key = `order-${order.orderId}`;
-    const processed = {
-      orderId: order.orderId,
-      customer: order.customer,
-      items: order.items,
-      status: "processed",
-      total: totalCents(order) / 100,
-      // The wall clock is granted to this component in its manifest.
-      processedAt: new Date().toISOString(),
-      eventId: event.id,
-    };
-    try {
-      save(STATE_STORE, key, ENCODER.encode(JSON.stringify(processed)));
-    } catch (err) {
-      console.error(`order-processor-js: saving ${key} failed, will retry: ${JSON.stringify(err.payload ?? err.message)}`);
-      return "retry";
-    }
-    return "success";
-  },
-};
