@@ -64,7 +64,7 @@ struct Warm {
 /// How many idle instances a reusing component keeps when its manifest
 /// sets no `max_instances`: two per core, enough to keep the cores busy
 /// while some instances wait on host calls.
-pub fn default_idle_cap() -> usize {
+fn default_idle_cap() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get()) * 2
 }
 
