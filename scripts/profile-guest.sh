@@ -7,8 +7,9 @@
 # Starts `target/release/host-bridge up -f MANIFEST --in-memory` (build it
 # first), with its order processor on a fresh instance per delivery (`fresh`:
 # the manifest's `instance_reuse` and `max_instances` lines removed) or as
-# written (`reuse`), and POSTs orders to /orders for SECONDS (10) from wrk
-# with 8 connections. It prints deliveries/s, host CPU per delivery, minor
+# written (`reuse`), and publishes orders to the embedded broker
+# (`POST /v1.0/publish/pubsub/orders`, so no HTTP component is involved) for
+# SECONDS_OF_LOAD (10) seconds from wrk with 8 connections. It prints deliveries/s, host CPU per delivery, minor
 # page faults per delivery and peak RSS; with `perf`, it also records a
 # profile and prints where the time went, by binary and by symbol. Set
 # CPUS=0 to pin host-bridge to one core (taskset), as BENCHMARKS.md does to
@@ -62,14 +63,14 @@ cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$pid/stat"; }
 faults() { awk '{ print $10 }' "/proc/$pid/stat"; }
 
 echo "profile-guest: $manifest, $mode instances, ${CPUS:+pinned to CPU $CPUS, }$seconds s of 8 connections" >&2
-wrk -t1 -c8 -d1s -s "$work/post.lua" "http://127.0.0.1:$port/orders" >/dev/null # warm up
+wrk -t1 -c8 -d1s -s "$work/post.lua" "http://127.0.0.1:$port/v1.0/publish/pubsub/orders" >/dev/null # warm up
 sleep 1
 before=$(success) ticks=$(cpu_ticks) minflt=$(faults) started=$(date +%s.%N)
 if [ "$profile" = perf ]; then
     perf record -q -o "$work/perf.data" -p "$pid" -- sleep "$seconds" 2>/dev/null &
     perf_pid=$!
 fi
-wrk -t1 -c8 -d"${seconds}s" -s "$work/post.lua" "http://127.0.0.1:$port/orders" >/dev/null
+wrk -t1 -c8 -d"${seconds}s" -s "$work/post.lua" "http://127.0.0.1:$port/v1.0/publish/pubsub/orders" >/dev/null
 [ "$profile" = perf ] && wait "$perf_pid"
 # Wait until the queue is drained: two equal readings a second apart.
 last=-1
