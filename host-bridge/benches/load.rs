@@ -798,28 +798,9 @@ fn embedded(
 ) {
     eprintln!("bench: [embedded] starting the servers");
     let servers = host_bridges(tools);
-    let processed =
-        |server: &Server| metric(server, "host_bridge_deliveries_total{outcome=\"success\"}");
     for round in 0..config.rounds {
         for server in &servers {
-            let before = processed(server);
-            let started = Instant::now();
-            let published = run(
-                runtime,
-                load(
-                    server.addr,
-                    Workload::Publish,
-                    16,
-                    Stop::Count(config.messages),
-                ),
-            );
-            let goal = before + published.ok;
-            wait_for(
-                Duration::from_secs(300),
-                "the embedded broker to process every message",
-                || processed(server) >= goal,
-            );
-            let elapsed = started.elapsed();
+            let (published, elapsed, _) = publish_and_process(runtime, server, 16, config.messages);
             let (p50, p99) = percentiles(&published.latencies);
             let rate = published.ok as f64 / elapsed.as_secs_f64();
             eprintln!(
@@ -899,30 +880,10 @@ fn languages(
     }
     // The slowest guest handles a few hundred a second: fewer messages.
     let messages = (config.messages / 2).max(100);
-    let processed =
-        |server: &Server| metric(server, "host_bridge_deliveries_total{outcome=\"success\"}");
     for round in 0..config.rounds {
         for server in &servers {
-            let before = processed(server);
-            let cpu_before = server.process.cpu_time();
-            let started = Instant::now();
-            let published = run(
-                runtime,
-                load(
-                    server.addr,
-                    Workload::Publish,
-                    LANGUAGE_PUBLISHERS,
-                    Stop::Count(messages),
-                ),
-            );
-            let goal = before + published.ok;
-            wait_for(
-                Duration::from_secs(600),
-                "every message to be processed",
-                || processed(server) >= goal,
-            );
-            let elapsed = started.elapsed();
-            let cpu = server.process.cpu_time().saturating_sub(cpu_before);
+            let (published, elapsed, cpu) =
+                publish_and_process(runtime, server, LANGUAGE_PUBLISHERS, messages);
             let rate = published.ok as f64 / elapsed.as_secs_f64();
             eprintln!(
                 "bench: [languages] round {} {:<32} {} processed in {:.2?}: {rate:.0}/s, cpu/delivery {}{}",
@@ -950,6 +911,43 @@ fn languages(
             server.process.memory_kib("VmHWM"),
         );
     }
+}
+
+/// Publishes `messages` to a host-bridge's embedded broker from
+/// `concurrency` connections and waits until its subscriber has processed
+/// every one: what was published, the time from the first publish to the
+/// last message processed, and the server's CPU time over it.
+fn publish_and_process(
+    runtime: &tokio::runtime::Runtime,
+    server: &Server,
+    concurrency: usize,
+    messages: u64,
+) -> (LoadResult, Duration, Duration) {
+    let processed = || metric(server, "host_bridge_deliveries_total{outcome=\"success\"}");
+    let before = processed();
+    let cpu_before = server.process.cpu_time();
+    let started = Instant::now();
+    let published = run(
+        runtime,
+        load(
+            server.addr,
+            Workload::Publish,
+            concurrency,
+            Stop::Count(messages),
+        ),
+    );
+    let goal = before + published.ok;
+    wait_for(
+        Duration::from_secs(600),
+        "the embedded broker to process every message",
+        || processed() >= goal,
+    );
+    let elapsed = started.elapsed();
+    (
+        published,
+        elapsed,
+        server.process.cpu_time().saturating_sub(cpu_before),
+    )
 }
 
 fn error_note(result: &LoadResult) -> String {
