@@ -6,7 +6,7 @@ do: an order that can never be processed (malformed JSON, a failed
 validation) is DROP, so it reaches the dead-letter topic; a failure that may
 pass (the state store is unavailable) is RETRY.
 
-Build: see `[component.order-processor.build]` in spin-python.toml.
+Build: the `[component.order-processor.build]` command of this folder's spin.toml.
 """
 
 import json
