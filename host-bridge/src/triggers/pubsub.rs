@@ -125,42 +125,25 @@ impl PubsubTrigger {
             .collect()
     }
 
+    /// One delivery: on an idle instance if the component reuses them and
+    /// one is idle, else on a fresh instance, which is kept afterwards only
+    /// if the component reuses instances and this one answered (see the
+    /// module's docs). With `instance_reuse` at 1, the default, nothing is
+    /// ever kept and the idle list is never touched.
     async fn call(&self, target: &Target, event: Event) -> anyhow::Result<Status> {
         let trace = TraceContext {
             traceparent: event.traceparent.clone(),
             tracestate: event.tracestate.clone(),
         };
         let limits = target.sandbox.limits;
-        if limits.instance_reuse > 1 {
-            return self.call_reusing(target, event, trace).await;
-        }
-        let mut store = self.engine.store(&target.sandbox, Some(trace)).await?;
         let limit = limits.timeout + HOST_TIMEOUT_SLACK;
-        let call = async {
-            let instance = target.pre.instantiate_async(&mut store).await?;
-            instance
-                .hostbridge_pubsub_subscriber()
-                .call_handle(&mut store, &event)
-                .await
-        };
-        match tokio::time::timeout(limit, call).await {
-            Ok(result) => Ok(result?),
-            Err(_) => bail!("no answer within {limit:?}"),
-        }
-    }
-
-    /// One delivery on an idle instance if there is one, else on a new one,
-    /// which is kept afterwards if it answered (see the module's docs).
-    async fn call_reusing(
-        &self,
-        target: &Target,
-        event: Event,
-        trace: TraceContext,
-    ) -> anyhow::Result<Status> {
-        let limits = target.sandbox.limits;
-        let limit = limits.timeout + HOST_TIMEOUT_SLACK;
+        let reuses = limits.instance_reuse > 1;
         let admission = target.sandbox.admit().await;
-        let idle = target.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let idle = if reuses {
+            target.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()
+        } else {
+            None
+        };
         let call = async {
             let mut warm = match idle {
                 Some(mut warm) => {
@@ -194,10 +177,10 @@ impl PubsubTrigger {
             Err(_) => bail!("no answer within {limit:?}"),
         };
         warm.served += 1;
-        let state = warm.store.data_mut();
-        state.admission = None;
-        state.trace = None;
-        if warm.served < limits.instance_reuse {
+        if reuses && warm.served < limits.instance_reuse {
+            let state = warm.store.data_mut();
+            state.admission = None;
+            state.trace = None;
             let mut idle = target.idle.lock().unwrap_or_else(|e| e.into_inner());
             if idle.len() < target.idle_cap {
                 idle.push(warm);
