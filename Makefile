@@ -66,10 +66,14 @@ fuzz:
 			fuzz/corpus/$$target fuzz/seeds/$$target -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
 	done
 
-## Install what building needs: the wasm32-wasip2 Rust target.
+## Install what building needs: the wasm32-wasip2 Rust target, and
+## wasm32-wasip1 for the spin-sdk 3 app (handler/legacy-spin-redis), built
+## as Spin 2 and 3 apps were.
 setup:
-	@rustup target list --installed | grep -qx wasm32-wasip2 \
-		|| { echo "installing the wasm32-wasip2 Rust target"; rustup target add wasm32-wasip2; }
+	@for target in wasm32-wasip2 wasm32-wasip1; do \
+		rustup target list --installed | grep -qx $$target \
+			|| { echo "installing the $$target Rust target"; rustup target add $$target; } || exit 1; \
+	done
 
 ## Install what the Python and JavaScript guests build with, pinned, inside
 ## their folders: componentize-py in handler/order-processor-py/.venv (from
@@ -97,4 +101,6 @@ setup-dapr:
 
 ## Build the guest components only.
 guests: setup
-	cargo build --release --target wasm32-wasip2 -p order-api -p order-processor -p dead-letter -p test-subscriber -p hello -p order-processor-http
+	cargo build --release --target wasm32-wasip2 -p order-api -p order-processor -p dead-letter -p test-subscriber -p hello -p order-processor-http \
+		-p spin-redis-app -p wasi-messaging-subscriber -p wasmcloud-subscriber
+	cargo build --release --target wasm32-wasip1 -p legacy-spin-redis

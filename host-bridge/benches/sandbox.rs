@@ -22,8 +22,8 @@ use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use host_bridge::broker::embedded::{EmbeddedBroker, MemoryStateStore};
 use host_bridge::broker::{Capabilities, DeliveryTarget, Metrics, StateStore};
+use host_bridge::contract::{Event, Status};
 use host_bridge::engine::{Engine, EngineOptions, LoadedComponent};
-use host_bridge::host::bindings::{Event, Status};
 use host_bridge::manifest::Manifest;
 use host_bridge::triggers::http::{GuestBody, HttpTrigger};
 use host_bridge::triggers::pubsub::PubsubTrigger;
@@ -81,6 +81,7 @@ fn fixture(runtime: &tokio::runtime::Runtime) -> Fixture {
         None,
     ));
     let capabilities = Capabilities {
+        messaging_pubsubname: "pubsub".into(),
         broker,
         state_store,
         metrics: metrics.clone(),
@@ -139,10 +140,7 @@ fn benches(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
     let f = fixture(&runtime);
     let processor = &f.components["order-processor"];
-    let pre = processor
-        .subscriber
-        .clone()
-        .expect("the order processor is a subscriber");
+    let pre = processor.pre.clone();
 
     // Check once, outside the timing, that each path does its whole job,
     // so a broken path cannot pass for a fast one.

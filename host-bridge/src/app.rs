@@ -106,7 +106,8 @@ impl BrokerChoice {
 
 /// Runs the app until `shutdown` resolves.
 pub async fn up(options: UpOptions, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let manifest = Manifest::load(&options.manifest)?;
+    let mut manifest = Manifest::load(&options.manifest)?;
+    manifest.resolve_variables(|name| std::env::var(name).ok())?;
     if options.build {
         let manifest = manifest.clone();
         tokio::task::spawn_blocking(move || crate::build::run(&manifest, &[])).await??;
@@ -162,6 +163,7 @@ pub async fn up(options: UpOptions, shutdown: impl Future<Output = ()>) -> anyho
         (Arc::new(broker), state_store)
     };
     let capabilities = Capabilities {
+        messaging_pubsubname: manifest.application.pubsubname.clone(),
         broker: broker.clone(),
         state_store,
         metrics: metrics.clone(),

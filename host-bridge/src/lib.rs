@@ -1,7 +1,10 @@
 //! host-bridge runs Dapr publish/subscribe applications as sandboxed
 //! WebAssembly components.
 //!
-//! The data flows through the modules in this order:
+//! [`contract`] is the bottom floor: the generated bindings of every WIT
+//! world host-bridge speaks, and the types all layers share. It imports
+//! nothing from the crate. Above it, the data flows through the modules in
+//! this order:
 //!
 //! 1. [`manifest`] reads and validates `spin.toml`.
 //! 2. [`engine`] compiles each component (caching the machine code),
@@ -10,8 +13,9 @@
 //! 3. [`triggers`] turn HTTP requests and pub/sub deliveries into calls on
 //!    fresh instances.
 //! 4. [`broker`] backends carry messages: [`broker::embedded`] in memory.
-//! 5. [`host`] implements the WIT imports (`publisher`, `state`) that
-//!    guests call, on top of the broker backend.
+//! 5. [`host`] implements the WIT imports that guests call (`publisher`,
+//!    `state`, and Spin's, WASI messaging's and wasmCloud's), on top of the
+//!    broker backend.
 //!
 //! [`server`] is the one HTTP listener everything is mounted on, and [`app`]
 //! wires the pieces together for `host-bridge up`.
@@ -19,6 +23,7 @@
 pub mod app;
 pub mod broker;
 pub mod build;
+pub mod contract;
 pub mod engine;
 pub mod host;
 pub mod manifest;

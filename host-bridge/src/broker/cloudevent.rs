@@ -7,7 +7,7 @@
 //! back as its original text, never re-serialized; a text payload is a JSON
 //! string whose contents are the bytes; a binary payload is `data_base64`.
 
-use crate::host::bindings::{Event, Message, PublishError};
+use crate::contract::{Event, Message, PublishError};
 use base64::Engine as _;
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
@@ -205,7 +205,7 @@ fn now() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::host::bindings::{CloudeventOverrides, MessageMetadata};
+    use crate::contract::{CloudeventOverrides, MessageMetadata};
 
     fn message(data: &[u8], content_type: Option<&str>) -> Message {
         Message {

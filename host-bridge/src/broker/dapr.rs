@@ -22,7 +22,7 @@
 use super::dapr_app::DaprAppProtocol;
 use super::dapr_state::DaprStateClient;
 use super::{Broker, DeliveryTarget, Metrics, StateStore, Subscription};
-use crate::host::bindings::{BulkEntry, FailedEntry, Message, PublishError, StateError};
+use crate::contract::{BulkEntry, FailedEntry, Message, PublishError, StateError};
 use crate::server::{Endpoint, TOKEN_HEADER};
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -374,6 +374,16 @@ impl StateStore for DaprSidecar {
     async fn delete(&self, store: &str, key: &str) -> Result<(), StateError> {
         self.wait_ready().await.map_err(StateError::Unavailable)?;
         self.state.delete(store, key).await
+    }
+
+    /// Dapr's state API reads, writes and queries keys it is given; it has
+    /// no call that lists them. A key index kept by the host would be wrong
+    /// as soon as a second replica or another app wrote to the store, so
+    /// listing is refused instead of answered with a partial list.
+    async fn keys(&self, store: &str) -> Result<Vec<String>, StateError> {
+        Err(StateError::InvalidRequest(format!(
+            "cannot list the keys of state store `{store}`: Dapr's state API has no call that lists keys"
+        )))
     }
 }
 

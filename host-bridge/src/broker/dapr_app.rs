@@ -21,7 +21,7 @@
 
 use super::cloudevent;
 use super::{DeliveryTarget, InFlight, Metrics, Subscription};
-use crate::host::bindings::{Event, Status};
+use crate::contract::{Event, Status};
 use crate::manifest::PubsubTrigger;
 use crate::server::{self, Endpoint, Request, Response};
 use async_trait::async_trait;

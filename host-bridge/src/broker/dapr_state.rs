@@ -24,7 +24,7 @@
 //! these calls use, with the protos' field numbers; protobuf skips fields
 //! the other side has and this side does not.
 
-use crate::host::bindings::StateError;
+use crate::contract::StateError;
 use std::collections::HashMap;
 
 /// `dapr.proto.runtime.v1.GetStateRequest`.

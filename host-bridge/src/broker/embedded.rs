@@ -44,7 +44,7 @@ use super::journal::{self, Journal, QueueKey, StoredMessage};
 use super::routing::Rule;
 use super::sidecar_api::SidecarApi;
 use super::{Broker, DeliveryTarget, InFlight, Metrics, StateStore, Subscription, cloudevent};
-use crate::host::bindings::{Event, Message, PublishError, StateError, Status};
+use crate::contract::{Event, Message, PublishError, StateError, Status};
 use crate::manifest::DeliveryPolicy;
 use crate::server::Endpoint;
 use async_trait::async_trait;
@@ -594,6 +594,16 @@ impl StateStore for MemoryStateStore {
         }
         Ok(())
     }
+
+    async fn keys(&self, store: &str) -> Result<Vec<String>, StateError> {
+        let stores = self.stores.lock().unwrap_or_else(|e| e.into_inner());
+        let mut keys: Vec<String> = stores
+            .get(store)
+            .map(|s| s.keys().cloned().collect())
+            .unwrap_or_default();
+        keys.sort();
+        Ok(keys)
+    }
 }
 
 /// The embedded state store on disk, in the broker's [`Journal`]: a value
@@ -630,6 +640,12 @@ impl StateStore for DurableStateStore {
         self.journal
             .set_state(store, key, None)
             .await
+            .map_err(|e| StateError::Unavailable(e.to_string()))
+    }
+
+    async fn keys(&self, store: &str) -> Result<Vec<String>, StateError> {
+        self.journal
+            .state_keys(store)
             .map_err(|e| StateError::Unavailable(e.to_string()))
     }
 }

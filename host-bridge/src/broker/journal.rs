@@ -22,7 +22,7 @@
 //! Removals and delivery counts are not waited for: losing one to a crash
 //! only means a redelivery.
 
-use crate::host::bindings::Event;
+use crate::contract::Event;
 use base64::Engine as _;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -314,6 +314,29 @@ impl Journal {
         let table = txn.open_table(STATE).map_err(|e| read_error(&e))?;
         let value = table.get((store, key)).map_err(|e| read_error(&e))?;
         Ok(value.map(|v| v.value().to_vec()))
+    }
+
+    /// The keys of `store`, in order.
+    pub fn state_keys(&self, store: &str) -> Result<Vec<String>, JournalError> {
+        let read_error = |e: &dyn std::fmt::Display| JournalError::Read {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        };
+        let txn = self.db.begin_read().map_err(|e| read_error(&e))?;
+        let table = txn.open_table(STATE).map_err(|e| read_error(&e))?;
+        // Keys are (store, key) tuples, ordered by store first, so one
+        // store's keys are one contiguous range.
+        let range = table.range((store, "")..).map_err(|e| read_error(&e))?;
+        let mut keys = Vec::new();
+        for row in range {
+            let (k, _) = row.map_err(|e| read_error(&e))?;
+            let (s, key) = k.value();
+            if s != store {
+                break;
+            }
+            keys.push(key.to_owned());
+        }
+        Ok(keys)
     }
 
     /// Sets (or with `None`, deletes) a state value, and waits until it is on disk.

@@ -20,9 +20,7 @@ pub mod sidecar_api;
 
 pub use metrics::{InFlight, Metrics};
 
-use crate::host::bindings::{
-    BulkEntry, Event, FailedEntry, Message, PublishError, StateError, Status,
-};
+use crate::contract::{BulkEntry, Event, FailedEntry, Message, PublishError, StateError, Status};
 use crate::manifest::PubsubTrigger;
 use crate::server::Endpoint;
 use async_trait::async_trait;
@@ -105,6 +103,9 @@ pub trait StateStore: Send + Sync + 'static {
     async fn get(&self, store: &str, key: &str) -> Result<Option<Vec<u8>>, StateError>;
     async fn save(&self, store: &str, key: &str, value: Vec<u8>) -> Result<(), StateError>;
     async fn delete(&self, store: &str, key: &str) -> Result<(), StateError>;
+    /// Every key in `store`, for Spin's key-value `get-keys`. A backend
+    /// that cannot list keys says so with an error naming itself.
+    async fn keys(&self, store: &str) -> Result<Vec<String>, StateError>;
 }
 
 /// What guests reach through their imports.
@@ -114,4 +115,7 @@ pub struct Capabilities {
     pub state_store: Arc<dyn StateStore>,
     /// Where refusals of what the manifest does not grant are counted.
     pub metrics: Arc<Metrics>,
+    /// The pub/sub component wasmCloud subjects are topics of
+    /// ([`Application::pubsubname`](crate::manifest::Application::pubsubname)).
+    pub messaging_pubsubname: String,
 }

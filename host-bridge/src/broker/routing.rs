@@ -6,7 +6,7 @@
 //! the payload: a JSON value when the content type is JSON, else a string.
 //! A rule that fails to evaluate, or yields anything but `true`, does not match.
 
-use crate::host::bindings::Event;
+use crate::contract::Event;
 use cel_interpreter::{Context, Program};
 use serde_json::{Value, json};
 

@@ -14,7 +14,7 @@
 //! they would under Dapr, with no Dapr installed.
 
 use super::{Broker, StateStore};
-use crate::host::bindings::{CloudeventOverrides, Message, MessageMetadata, PublishError};
+use crate::contract::{CloudeventOverrides, Message, MessageMetadata, PublishError};
 use crate::server::{self, Endpoint, Request, Response};
 use async_trait::async_trait;
 use http::{Method, StatusCode};

@@ -16,6 +16,7 @@
 //!   `max_memory`. Running past either traps the guest, which the triggers
 //!   turn into RETRY or a 5xx; the host itself is untouched.
 
+mod core_module;
 pub mod sandbox;
 mod state;
 
@@ -23,13 +24,12 @@ pub use sandbox::Sandbox;
 pub use state::{HostState, TraceContext};
 
 use crate::broker::Capabilities;
-use crate::host::bindings::SubscriberComponentPre;
 use crate::manifest;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
 use wasmtime::error::Context as _;
 use wasmtime::{
     Cache, CacheConfig, Config, Enabled, InstanceAllocationStrategy, PoolingAllocationConfig,
@@ -61,8 +61,9 @@ pub struct LoadedComponent {
     pub sandbox: Arc<Sandbox>,
     /// Set when the component exports a `wasi:http` handler (0.2 or 0.3).
     pub http: Option<ProxyPre<HostState>>,
-    /// Set when the component exports `hostbridge:pubsub/subscriber`.
-    pub subscriber: Option<SubscriberComponentPre<HostState>>,
+    /// The component linked against everything host-bridge provides; the
+    /// pub/sub trigger finds its subscriber world from [`Self::exports`].
+    pub pre: InstancePre<HostState>,
     /// What the component exports, for error messages.
     pub exports: Vec<String>,
     /// How long compiling (or loading from the cache) took.
@@ -135,7 +136,8 @@ impl Engine {
         let id = &component.id;
         let path = &component.source;
         let started = Instant::now();
-        let compiled = Component::from_file(&self.engine, path)
+        let compiled = core_module::component_bytes(path)
+            .and_then(|bytes| Component::new(&self.engine, bytes))
             .with_context(|| format!("component `{id}`: cannot compile {}", path.display()))?;
         let compile_time = started.elapsed();
         let exports: Vec<String> = compiled
@@ -143,10 +145,29 @@ impl Engine {
             .exports(&self.engine)
             .map(|(name, _)| name.to_owned())
             .collect();
-        let pre = self.linker.instantiate_pre(&compiled).with_context(|| {
-            format!(
-                "component `{id}` ({}) imports something host-bridge does not provide",
-                path.display()
+        let pre = self.linker.instantiate_pre(&compiled).map_err(|e| {
+            let imports: Vec<String> = compiled
+                .component_type()
+                .imports(&self.engine)
+                .map(|(name, _)| name.to_owned())
+                .collect();
+            let unknown: Vec<&str> = imports
+                .iter()
+                .filter(|name| !crate::host::provides(name))
+                .map(String::as_str)
+                .collect();
+            let what = if unknown.is_empty() {
+                "an import in a shape host-bridge does not provide".to_owned()
+            } else {
+                format!(
+                    "`{}`, which host-bridge does not provide",
+                    unknown.join("`, `")
+                )
+            };
+            wasmtime::format_err!(
+                "component `{id}` ({}) imports {what}. host-bridge provides: {}. ({e:#})",
+                path.display(),
+                crate::host::PROVIDED.join(", ")
             )
         })?;
         let exports_any = |prefix: &str| exports.iter().any(|e| e.starts_with(prefix));
@@ -161,18 +182,11 @@ impl Engine {
         } else {
             None
         };
-        let subscriber = if exports_any("hostbridge:pubsub/subscriber@") {
-            Some(SubscriberComponentPre::new(pre).with_context(|| {
-                format!("component `{id}`: its subscriber export does not match wit/pubsub.wit")
-            })?)
-        } else {
-            None
-        };
         Ok(LoadedComponent {
             id: id.clone(),
             sandbox: Arc::new(Sandbox::new(component)),
             http,
-            subscriber,
+            pre,
             exports,
             compile_time,
         })
@@ -215,6 +229,7 @@ impl Engine {
             state_store: self.capabilities.state_store.clone(),
             sandbox: sandbox.clone(),
             metrics: self.capabilities.metrics.clone(),
+            messaging_pubsubname: self.capabilities.messaging_pubsubname.clone(),
             trace,
         };
         let mut store = Store::new(&self.engine, state);

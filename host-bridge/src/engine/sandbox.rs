@@ -11,6 +11,8 @@
 //! | `allowed_outbound_hosts` | outbound `wasi:http` requests to matching hosts |
 //! | `tool.host-bridge.clock` | the real wall and monotonic clocks |
 //! | `tool.host-bridge.allowed_publish_topics` | publishing to those topics (`"pubsub/orders"`, `"pubsub/*"`, `"*"`) |
+//! | `key_value_stores` | opening those Spin key-value labels, each backed by its state store |
+//! | `[component.NAME.variables]` | reading those variables through Spin's variables API |
 //!
 //! `tool.host-bridge.max_instances` bounds how many instances of the
 //! component are alive at once: a call past it waits for one to finish.
@@ -20,6 +22,7 @@
 
 use crate::manifest::outbound::OutboundHost;
 use crate::manifest::{Component, FileMount, SandboxLimits, TopicPattern};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -35,6 +38,10 @@ pub struct Sandbox {
     pub limits: SandboxLimits,
     /// Where the component may publish.
     publish_topics: Vec<TopicPattern>,
+    /// The key-value labels it may open, and the state store behind each.
+    key_value_stores: BTreeMap<String, String>,
+    /// Its variables, rendered.
+    variables: BTreeMap<String, String>,
     /// One permit per instance that may be alive at once (`max_instances`).
     instances: Option<Arc<Semaphore>>,
 }
@@ -48,6 +55,8 @@ impl Sandbox {
             outbound: component.allowed_outbound_hosts.clone().into(),
             limits: component.sandbox,
             publish_topics: component.allowed_publish_topics.clone(),
+            key_value_stores: component.key_value_stores.clone(),
+            variables: component.variable_values.clone(),
             instances: component
                 .sandbox
                 .max_instances
@@ -88,6 +97,16 @@ impl Sandbox {
         self.publish_topics
             .iter()
             .any(|p| p.allows(pubsubname, topic))
+    }
+
+    /// The state store behind key-value `label`, if the component may open it.
+    pub fn key_value_store(&self, label: &str) -> Option<&str> {
+        self.key_value_stores.get(label).map(String::as_str)
+    }
+
+    /// The value of the component's variable `name`, if it has one.
+    pub fn variable(&self, name: &str) -> Option<&str> {
+        self.variables.get(name).map(String::as_str)
     }
 
     /// Whether an outbound request to `scheme://host:port` is allowed.

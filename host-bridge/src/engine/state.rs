@@ -33,6 +33,8 @@ pub struct HostState {
     /// The component's grants, for the host functions that check them.
     pub sandbox: Arc<crate::engine::Sandbox>,
     pub metrics: Arc<crate::broker::Metrics>,
+    /// The pub/sub component wasmCloud subjects are topics of.
+    pub messaging_pubsubname: String,
     /// Set while handling a delivery; attached to the guest's publishes.
     pub trace: Option<TraceContext>,
     /// The call's place under its component's `max_instances`, given back

@@ -1,4 +1,6 @@
 //! `hostbridge:pubsub/publisher`: a guest's publishes go to the broker.
+//! The other worlds' publishes (WASI messaging's `send`, wasmCloud's
+//! `publish`) go the same way, through `HostState::publish_checked`.
 //!
 //! Two things happen on the way:
 //!
@@ -12,9 +14,9 @@
 //!   component it passes.
 
 use crate::broker::Metrics;
+use crate::contract::hostbridge::hostbridge::pubsub::publisher::Host;
+use crate::contract::{BulkEntry, FailedEntry, Message, PublishError};
 use crate::engine::HostState;
-use crate::host::bindings::hostbridge::pubsub::publisher::Host;
-use crate::host::bindings::{BulkEntry, FailedEntry, Message, PublishError};
 
 impl HostState {
     /// Fills in the current delivery's trace context where the guest left it open.
@@ -46,6 +48,25 @@ impl HostState {
     }
 }
 
+impl HostState {
+    /// Publishes one message for the guest, as every world's publish does:
+    /// the grant is checked, the trace context added, a failure logged.
+    pub(crate) async fn publish_checked(
+        &mut self,
+        pubsubname: &str,
+        topic: &str,
+        message: Message,
+    ) -> Result<(), PublishError> {
+        self.check_publish_grant(pubsubname, topic)?;
+        let message = self.with_trace_context(message);
+        let result = self.broker.publish(pubsubname, topic, message).await;
+        if let Err(e) = &result {
+            tracing::warn!(component = %self.component, %pubsubname, %topic, "publish failed: {e:?}");
+        }
+        result
+    }
+}
+
 impl Host for HostState {
     async fn publish(
         &mut self,
@@ -53,15 +74,7 @@ impl Host for HostState {
         topic: String,
         message: Message,
     ) -> wasmtime::Result<Result<(), PublishError>> {
-        if let Err(e) = self.check_publish_grant(&pubsubname, &topic) {
-            return Ok(Err(e));
-        }
-        let message = self.with_trace_context(message);
-        let result = self.broker.publish(&pubsubname, &topic, message).await;
-        if let Err(e) = &result {
-            tracing::warn!(component = %self.component, %pubsubname, %topic, "publish failed: {e:?}");
-        }
-        Ok(result)
+        Ok(self.publish_checked(&pubsubname, &topic, message).await)
     }
 
     async fn publish_bulk(

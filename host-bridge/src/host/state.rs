@@ -1,8 +1,8 @@
 //! `hostbridge:pubsub/state`: a guest's key/value calls go to the state store.
 
+use crate::contract::StateError;
+use crate::contract::hostbridge::hostbridge::pubsub::state::Host;
 use crate::engine::HostState;
-use crate::host::bindings::StateError;
-use crate::host::bindings::hostbridge::pubsub::state::Host;
 
 impl Host for HostState {
     async fn get(

@@ -1,9 +1,12 @@
 //! `spin.toml`: the application manifest.
 //!
 //! The format is Spin's manifest version 2, plus a `[[trigger.pubsub]]`
-//! trigger and two host-bridge tables (`[application.trigger.pubsub]` for the
-//! embedded broker's delivery policy, `[component.NAME.tool.host-bridge]` for
-//! a component's sandbox limits). The README documents every key.
+//! trigger and three host-bridge tables (`[application.trigger.pubsub]` for
+//! the embedded broker's delivery policy, `[application.tool.host-bridge]`
+//! for what Spin's keys map to on Dapr, `[component.NAME.tool.host-bridge]`
+//! for a component's sandbox limits). Spin's own `[[trigger.redis]]`,
+//! `[variables]`, `key_value_stores` and `[component.NAME.variables]` are
+//! read as Spin reads them. The README documents every key.
 //!
 //! Loading is all or nothing: [`Manifest::load`] either returns a manifest in
 //! which every trigger names a defined component, every route parses and
@@ -12,6 +15,7 @@
 
 pub mod outbound;
 pub mod route;
+pub mod variables;
 
 use outbound::OutboundHost;
 use route::Route;
@@ -20,6 +24,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use variables::{Template, Variable};
 
 /// Paths the host serves itself; no HTTP trigger may claim them.
 pub const RESERVED_PATHS: &[&str] = &["/healthz", "/metrics", "/dapr", "/v1.0", "/v1.0-alpha1"];
@@ -35,10 +40,13 @@ pub struct Manifest {
     pub application: Application,
     /// `[[trigger.http]]`, in file order.
     pub http_triggers: Vec<HttpTrigger>,
-    /// `[[trigger.pubsub]]`, in file order.
+    /// `[[trigger.pubsub]]`, in file order, then `[[trigger.redis]]` as
+    /// subscriptions on [`Application::pubsubname`].
     pub pubsub_triggers: Vec<PubsubTrigger>,
     /// `[component.NAME]`, by name.
     pub components: BTreeMap<String, Component>,
+    /// `[variables]`: the application's variables, by name.
+    pub variables: BTreeMap<String, Variable>,
 }
 
 /// `[application]`.
@@ -50,7 +58,23 @@ pub struct Application {
     pub version: Option<String>,
     /// How the embedded broker redelivers (`[application.trigger.pubsub]`).
     pub delivery: DeliveryPolicy,
+    /// The pub/sub component that other hosts' messaging maps to
+    /// (`[application.tool.host-bridge] pubsubname`, default `pubsub`):
+    /// `[[trigger.redis]]` channels and wasmCloud subjects are its topics.
+    pub pubsubname: String,
+    /// The state store behind each key-value label
+    /// (`[application.tool.host-bridge.key_value_stores]`; `default` is
+    /// `statestore` unless mapped).
+    pub key_value_stores: BTreeMap<String, String>,
 }
+
+/// The pub/sub component `[[trigger.redis]]` channels and wasmCloud
+/// subjects are topics of, by default.
+pub const DEFAULT_PUBSUBNAME: &str = "pubsub";
+
+/// The state store Spin's `default` key-value label is backed by, unless
+/// `[application.tool.host-bridge.key_value_stores]` says otherwise.
+pub const DEFAULT_KEY_VALUE_STORE: &str = "statestore";
 
 /// How the embedded broker retries a message whose guest did not succeed.
 /// Under Dapr, the sidecar's resiliency policy decides instead.
@@ -138,6 +162,15 @@ pub struct Component {
     /// `tool.host-bridge.allowed_publish_topics`: where the component may
     /// publish. Empty: nowhere.
     pub allowed_publish_topics: Vec<TopicPattern>,
+    /// Spin's `key_value_stores`: the labels the component may open, each
+    /// with the state store behind it.
+    pub key_value_stores: BTreeMap<String, String>,
+    /// Spin's `[component.NAME.variables]`: the component's variables, as
+    /// templates over the application's.
+    pub variables: BTreeMap<String, Template>,
+    /// The component's variables' values, once
+    /// [`Manifest::resolve_variables`] ran; empty before.
+    pub variable_values: BTreeMap<String, String>,
 }
 
 /// One entry of `allowed_publish_topics`: `"pubsub/orders"` (that topic),
@@ -211,6 +244,23 @@ pub struct SandboxLimits {
     /// delivery a fresh instance; more is an opt-in for guests whose authors
     /// accept that memory left by one delivery is seen by the next.
     pub instance_reuse: u32,
+    /// What an error a subscriber returns becomes, in worlds whose handler
+    /// answers `result<_, error>` rather than a status.
+    pub on_error: OnError,
+}
+
+/// `tool.host-bridge.on_error`: what becomes of a message whose handler
+/// returned an error (Spin's, WASI messaging's and wasmCloud's handlers
+/// answer `Ok` or `Err`, not SUCCESS, RETRY or DROP). A trap is RETRY
+/// whatever this says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    /// Deliver it again later: the error may pass.
+    #[default]
+    Retry,
+    /// Dead-letter it: the component's errors are permanent.
+    Drop,
 }
 
 impl Default for SandboxLimits {
@@ -221,6 +271,7 @@ impl Default for SandboxLimits {
             clock: false,
             max_instances: None,
             instance_reuse: 1,
+            on_error: OnError::Retry,
         }
     }
 }
@@ -258,6 +309,18 @@ struct RawManifest {
     trigger: RawTriggers,
     #[serde(default)]
     component: BTreeMap<String, RawComponent>,
+    #[serde(default)]
+    variables: BTreeMap<String, RawVariable>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVariable {
+    default: Option<String>,
+    #[serde(default)]
+    required: bool,
+    #[serde(default)]
+    secret: bool,
 }
 
 #[derive(Deserialize)]
@@ -270,6 +333,16 @@ struct RawApplication {
     authors: Vec<String>,
     #[serde(default)]
     trigger: RawAppTriggers,
+    #[serde(default)]
+    tool: BTreeMap<String, toml::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAppHostBridgeTool {
+    pubsubname: Option<String>,
+    #[serde(default)]
+    key_value_stores: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -277,6 +350,16 @@ struct RawApplication {
 struct RawAppTriggers {
     http: Option<RawAppHttp>,
     pubsub: Option<RawDeliveryPolicy>,
+    redis: Option<RawAppRedis>,
+}
+
+/// `[application.trigger.redis]`. Spin connects to `address`; here Dapr's
+/// pub/sub component carries the messages, so it is accepted and unused.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAppRedis {
+    #[allow(dead_code)]
+    address: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -301,6 +384,19 @@ struct RawTriggers {
     http: Vec<RawHttpTrigger>,
     #[serde(default)]
     pubsub: Vec<RawPubsubTrigger>,
+    #[serde(default)]
+    redis: Vec<RawRedisTrigger>,
+}
+
+/// Spin's `[[trigger.redis]]`. `address` is Spin's; as with
+/// `[application.trigger.redis]`, Dapr's pub/sub component replaces it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRedisTrigger {
+    channel: String,
+    component: String,
+    #[allow(dead_code)]
+    address: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -339,6 +435,10 @@ struct RawComponent {
     files: Vec<RawFileMount>,
     #[serde(default)]
     tool: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    key_value_stores: Vec<String>,
+    #[serde(default)]
+    variables: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -365,6 +465,7 @@ struct RawHostBridgeTool {
     clock: Option<bool>,
     max_instances: Option<u32>,
     instance_reuse: Option<u32>,
+    on_error: Option<OnError>,
     #[serde(default)]
     allowed_publish_topics: Vec<String>,
 }
@@ -458,10 +559,13 @@ impl Manifest {
             ));
         }
         let application = validate_application(raw.application, problems);
+        let variables = validate_variables(raw.variables, problems);
         let components: BTreeMap<String, Component> = raw
             .component
             .into_iter()
-            .filter_map(|(id, c)| validate_component(dir, &id, c, problems).map(|c| (id, c)))
+            .filter_map(|(id, c)| {
+                validate_component(dir, &id, c, &application, &variables, problems).map(|c| (id, c))
+            })
             .collect();
         // Names that failed validation still count as defined, so a trigger
         // naming them reports only the component's own problem.
@@ -579,10 +683,48 @@ impl Manifest {
                 rule: t.rule,
             });
         }
+        for (index, t) in raw.trigger.redis.into_iter().enumerate() {
+            let here = format!(
+                "[[trigger.redis]] #{} (component {:?}, channel {:?})",
+                index + 1,
+                t.component,
+                t.channel
+            );
+            if !known(&t.component) {
+                problems.push(format!(
+                    "{here} component: `{}` is not defined; defined components: {}",
+                    t.component,
+                    defined()
+                ));
+            }
+            if !is_name(&t.channel) {
+                problems.push(format!(
+                    "{here} channel: {:?} must be non-empty letters, digits, '-', '_' or '.', as it becomes a topic of pub/sub component `{}`",
+                    t.channel, application.pubsubname
+                ));
+            }
+            let route = format!("/dapr/pubsub/{}/{}", application.pubsubname, t.channel);
+            if !seen_delivery_routes.insert(route.clone()) {
+                problems.push(format!(
+                    "{here}: channel {:?} is already subscribed to on pub/sub component `{}`",
+                    t.channel, application.pubsubname
+                ));
+            }
+            pubsub_triggers.push(PubsubTrigger {
+                component: t.component,
+                pubsubname: application.pubsubname.clone(),
+                topic: t.channel,
+                route,
+                dead_letter_topic: None,
+                metadata: BTreeMap::new(),
+                bulk_subscribe: None,
+                rule: None,
+            });
+        }
         check_routed_topics(&pubsub_triggers, problems);
         if http_triggers.is_empty() && pubsub_triggers.is_empty() && problems.0.is_empty() {
             problems.push(
-                "the manifest has no [[trigger.http]] and no [[trigger.pubsub]]: nothing would run"
+                "the manifest has no [[trigger.http]], [[trigger.pubsub]] or [[trigger.redis]]: nothing would run"
                     .into(),
             );
         }
@@ -594,8 +736,61 @@ impl Manifest {
             http_triggers,
             pubsub_triggers,
             components,
+            variables,
         }
     }
+
+    /// Renders every component's variables into
+    /// [`Component::variable_values`], from `[variables]` and the
+    /// environment (`lookup`, `SPIN_VARIABLE_<NAME>`). Fails, naming each,
+    /// if a required variable has no value.
+    pub fn resolve_variables(
+        &mut self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), ManifestError> {
+        let components = self
+            .components
+            .iter()
+            .map(|(id, c)| (id.as_str(), &c.variables));
+        let mut resolved =
+            variables::resolve(&self.variables, components, lookup).map_err(|unset| {
+                ManifestError::Invalid {
+                    path: self.path.clone(),
+                    problems: unset.iter().map(ToString::to_string).collect(),
+                }
+            })?;
+        for (id, component) in &mut self.components {
+            component.variable_values = resolved.remove(id).unwrap_or_default();
+        }
+        Ok(())
+    }
+}
+
+fn validate_variables(
+    raw: BTreeMap<String, RawVariable>,
+    problems: &mut Problems,
+) -> BTreeMap<String, Variable> {
+    let mut variables = BTreeMap::new();
+    for (name, v) in raw {
+        if let Err(e) = variables::check_name(&name) {
+            problems.push(format!("[variables] {e}"));
+            continue;
+        }
+        if v.required && v.default.is_some() {
+            problems.push(format!(
+                "[variables] {name}: `required` and `default` exclude each other"
+            ));
+        }
+        variables.insert(
+            name,
+            Variable {
+                default: v.default,
+                required: v.required,
+                secret: v.secret,
+            },
+        );
+    }
+    variables
 }
 
 /// Compiles a `match` expression. The CEL parser panics on some malformed
@@ -651,8 +846,9 @@ fn check_routed_topics(triggers: &[PubsubTrigger], problems: &mut Problems) {
 }
 
 fn validate_application(raw: RawApplication, problems: &mut Problems) -> Application {
-    // Spin's descriptive keys are accepted and have no effect here.
-    let _ = (raw.description, raw.authors);
+    // Spin's descriptive keys are accepted and have no effect here, and so
+    // is Spin's Redis address: Dapr's pub/sub component replaces it.
+    let _ = (raw.description, raw.authors, raw.trigger.redis);
     if !is_name(&raw.name) {
         problems.push(format!(
             "[application] name: {:?} must be non-empty letters, digits, '-', '_' or '.'",
@@ -665,6 +861,36 @@ fn validate_application(raw: RawApplication, problems: &mut Problems) -> Applica
         problems.push(format!(
             "[application.trigger.http] base: host-bridge serves routes from \"/\" only, found {base:?}"
         ));
+    }
+    let mut pubsubname = DEFAULT_PUBSUBNAME.to_owned();
+    let mut key_value_stores =
+        BTreeMap::from([("default".to_owned(), DEFAULT_KEY_VALUE_STORE.to_owned())]);
+    for (tool, value) in raw.tool {
+        if tool != TOOL_NAME {
+            continue;
+        }
+        let here = format!("[application.tool.{TOOL_NAME}]");
+        match value.try_into::<RawAppHostBridgeTool>() {
+            Ok(t) => {
+                if let Some(name) = t.pubsubname {
+                    if !is_name(&name) {
+                        problems.push(format!(
+                            "{here} pubsubname: {name:?} must be non-empty letters, digits, '-', '_' or '.'"
+                        ));
+                    }
+                    pubsubname = name;
+                }
+                for (label, store) in t.key_value_stores {
+                    if !is_name(&store) {
+                        problems.push(format!(
+                            "{here} key_value_stores.{label}: {store:?} must be a state store name (letters, digits, '-', '_' or '.')"
+                        ));
+                    }
+                    key_value_stores.insert(label, store);
+                }
+            }
+            Err(e) => problems.push(format!("{here}: {}", e.message())),
+        }
     }
     let mut delivery = DeliveryPolicy::default();
     if let Some(p) = raw.trigger.pubsub {
@@ -697,6 +923,8 @@ fn validate_application(raw: RawApplication, problems: &mut Problems) -> Applica
         name: raw.name,
         version: raw.version,
         delivery,
+        pubsubname,
+        key_value_stores,
     }
 }
 
@@ -704,6 +932,8 @@ fn validate_component(
     dir: &Path,
     id: &str,
     raw: RawComponent,
+    application: &Application,
+    app_variables: &BTreeMap<String, Variable>,
     problems: &mut Problems,
 ) -> Option<Component> {
     let here = format!("[component.{id}]");
@@ -815,6 +1045,9 @@ fn validate_component(
                     }
                     sandbox.max_instances = Some(n);
                 }
+                if let Some(on_error) = t.on_error {
+                    sandbox.on_error = on_error;
+                }
                 if let Some(n) = t.instance_reuse {
                     if n == 0 {
                         problems.push(format!(
@@ -827,6 +1060,35 @@ fn validate_component(
             Err(e) => problems.push(format!("{here}.tool.{TOOL_NAME}: {}", e.message())),
         }
     }
+    let mut key_value_stores = BTreeMap::new();
+    for label in raw.key_value_stores {
+        match application.key_value_stores.get(&label) {
+            Some(store) => {
+                key_value_stores.insert(label, store.clone());
+            }
+            None => problems.push(format!(
+                "{here} key_value_stores: label {label:?} has no state store behind it; map it in [application.tool.{TOOL_NAME}.key_value_stores] (mapped: {})",
+                application.key_value_stores.keys().cloned().collect::<Vec<_>>().join(", ")
+            )),
+        }
+    }
+    let mut variables = BTreeMap::new();
+    for (name, text) in raw.variables {
+        let template = variables::check_name(&name).and_then(|()| Template::parse(&text));
+        match template {
+            Ok(template) => {
+                for reference in template.references() {
+                    if !app_variables.contains_key(reference) {
+                        problems.push(format!(
+                            "{here}.variables {name}: refers to `{reference}`, which [variables] does not declare"
+                        ));
+                    }
+                }
+                variables.insert(name, template);
+            }
+            Err(e) => problems.push(format!("{here}.variables: {e}")),
+        }
+    }
     (problems.0.len() == before).then(|| Component {
         id: id.into(),
         source,
@@ -836,6 +1098,9 @@ fn validate_component(
         files,
         sandbox,
         allowed_publish_topics,
+        key_value_stores,
+        variables,
+        variable_values: BTreeMap::new(),
     })
 }
 

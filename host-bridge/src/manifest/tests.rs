@@ -295,3 +295,105 @@ fn a_bad_publish_grant_names_the_component() {
     );
     assert!(err.contains("\"orders\" is not"), "{err}");
 }
+
+/// A Spin Redis app, as Spin's own manifest has it.
+const SPIN_REDIS: &str = r#"
+spin_manifest_version = 2
+[application]
+name = "spin-redis"
+[application.trigger.redis]
+address = "redis://localhost:6379"
+[variables]
+greeting = { default = "hello" }
+token = { required = true, secret = true }
+[[trigger.redis]]
+channel = "messages"
+component = "order-api"
+[component.order-api]
+source = "api.wasm"
+key_value_stores = ["default"]
+[component.order-api.variables]
+greeting = "{{ greeting }}, {{ token }}!"
+"#;
+
+#[test]
+fn spin_redis_triggers_become_subscriptions() {
+    let (_dir, path) = app(SPIN_REDIS, true);
+    let mut m = Manifest::load(&path).unwrap();
+    let sub = &m.pubsub_triggers[0];
+    assert_eq!(
+        (
+            sub.pubsubname.as_str(),
+            sub.topic.as_str(),
+            sub.component.as_str()
+        ),
+        ("pubsub", "messages", "order-api")
+    );
+    assert_eq!(sub.route, "/dapr/pubsub/pubsub/messages");
+    let api = &m.components["order-api"];
+    assert_eq!(api.key_value_stores["default"], "statestore");
+    assert_eq!(api.sandbox.on_error, OnError::Retry);
+
+    // A required variable with no value stops startup, naming it.
+    let err = m.resolve_variables(|_| None).unwrap_err().to_string();
+    assert!(
+        err.contains("[variables] token: required, but has no value; set SPIN_VARIABLE_TOKEN"),
+        "{err}"
+    );
+    m.resolve_variables(|name| (name == "SPIN_VARIABLE_TOKEN").then(|| "t0k".into()))
+        .unwrap();
+    assert_eq!(
+        m.components["order-api"].variable_values["greeting"],
+        "hello, t0k!"
+    );
+}
+
+#[test]
+fn host_bridge_maps_spin_names_in_its_own_table() {
+    let text = SPIN_REDIS.replace(
+        "[variables]",
+        "[application.tool.host-bridge]\npubsubname = \"kafka\"\nkey_value_stores = { default = \"kv\", cache = \"redis-cache\" }\n[variables]",
+    ).replace(r#"key_value_stores = ["default"]"#, r#"key_value_stores = ["default", "cache"]"#);
+    let (_dir, path) = app(&text, true);
+    let m = Manifest::load(&path).unwrap();
+    assert_eq!(m.pubsub_triggers[0].pubsubname, "kafka");
+    let api = &m.components["order-api"];
+    assert_eq!(api.key_value_stores["default"], "kv");
+    assert_eq!(api.key_value_stores["cache"], "redis-cache");
+}
+
+#[test]
+fn spin_keys_that_cannot_work_are_named() {
+    let err = load_err(
+        &SPIN_REDIS
+            .replace(
+                r#"key_value_stores = ["default"]"#,
+                r#"key_value_stores = ["cache"]"#,
+            )
+            .replace("{{ token }}", "{{ tokn }}")
+            .replace(r#"channel = "messages""#, r#"channel = "orders:*""#),
+    );
+    for problem in [
+        "[component.order-api] key_value_stores: label \"cache\" has no state store behind it; map it in [application.tool.host-bridge.key_value_stores] (mapped: default)",
+        "[component.order-api].variables greeting: refers to `tokn`, which [variables] does not declare",
+        "[[trigger.redis]] #1 (component \"order-api\", channel \"orders:*\") channel: \"orders:*\" must be non-empty letters",
+    ] {
+        assert!(err.contains(problem), "missing {problem:?} in:\n{err}");
+    }
+    let err = load_err(&SPIN_REDIS.replace(
+        "token = { required = true, secret = true }",
+        "token = { required = true, default = \"x\" }",
+    ));
+    assert!(
+        err.contains("[variables] token: `required` and `default` exclude each other"),
+        "{err}"
+    );
+    let err = load_err(&SPIN_REDIS.replace(
+        "[component.order-api.variables]",
+        "[component.order-api.tool.host-bridge]\non_error = \"ignore\"\n[component.order-api.variables]",
+    ));
+    assert!(
+        err.contains("[component.order-api].tool.host-bridge") && err.contains("ignore"),
+        "{err}"
+    );
+}

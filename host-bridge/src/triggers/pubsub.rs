@@ -21,10 +21,11 @@
 //! pool) and the host-side timeout all leave the message to be redelivered,
 //! so a crash can delay a message but never lose it.
 
+use super::subscriber::{self, Answer, SubscriberInstance, SubscriberPre};
 use crate::broker::{DeliveryTarget, Metrics, Subscription};
+use crate::contract::{Event, Status};
 use crate::engine::{Engine, HostState, LoadedComponent, Sandbox, TraceContext, set_deadline};
-use crate::host::bindings::{Event, Status, SubscriberComponent, SubscriberComponentPre};
-use crate::manifest::{Manifest, PubsubTrigger as PubsubTriggerConfig};
+use crate::manifest::{Manifest, OnError, PubsubTrigger as PubsubTriggerConfig};
 use anyhow::{Context as _, bail};
 use async_trait::async_trait;
 use std::collections::HashMap;
@@ -46,7 +47,7 @@ pub struct PubsubTrigger {
 
 struct Target {
     config: PubsubTriggerConfig,
-    pre: SubscriberComponentPre<HostState>,
+    pre: Arc<dyn SubscriberPre>,
     sandbox: Arc<Sandbox>,
     /// Instances kept for their next delivery (`instance_reuse` > 1).
     idle: Mutex<Vec<Warm>>,
@@ -56,7 +57,7 @@ struct Target {
 /// An instance that answered its last delivery and may take another.
 struct Warm {
     store: Store<HostState>,
-    instance: SubscriberComponent,
+    instance: Box<dyn SubscriberInstance>,
     /// How many deliveries it has answered.
     served: u32,
 }
@@ -84,15 +85,23 @@ impl PubsubTrigger {
             let loaded = components.get(id).with_context(|| {
                 format!("component `{id}` of subscription {config} was not loaded")
             })?;
-            let Some(pre) = loaded.subscriber.clone() else {
+            let Some((world, pre)) = subscriber::detect(&loaded.pre, &loaded.exports) else {
                 bail!(
-                    "component `{id}` subscribes to {}/{} in {} but does not export hostbridge:pubsub/subscriber; it exports: {}",
+                    "component `{id}` subscribes to {}/{} in {} but exports no subscriber interface; it exports: {}; a subscriber exports one of: {}",
                     config.pubsubname,
                     config.topic,
                     manifest.path.display(),
-                    loaded.exports.join(", ")
+                    loaded.exports.join(", "),
+                    subscriber::known_exports()
                 );
             };
+            let pre = pre.map_err(|e| {
+                anyhow::anyhow!(
+                    "component `{id}` exports the {} world, but its export does not match that world's WIT: {e:#}",
+                    world.name
+                )
+            })?;
+            tracing::debug!(component = %id, world = world.name, "subscriber world");
             let sandbox = loaded.sandbox.clone();
             let idle_cap = sandbox
                 .limits
@@ -130,7 +139,7 @@ impl PubsubTrigger {
     /// if the component reuses instances and this one answered (see the
     /// module's docs). With `instance_reuse` at 1, the default, nothing is
     /// ever kept and the idle list is never touched.
-    async fn call(&self, target: &Target, event: Event) -> anyhow::Result<Status> {
+    async fn call(&self, target: &Target, event: Event) -> anyhow::Result<Answer> {
         let trace = TraceContext {
             traceparent: event.traceparent.clone(),
             tracestate: event.tracestate.clone(),
@@ -157,7 +166,7 @@ impl PubsubTrigger {
                     let mut store =
                         self.engine
                             .admitted_store(&target.sandbox, Some(trace), admission)?;
-                    let instance = target.pre.instantiate_async(&mut store).await?;
+                    let instance = target.pre.instantiate(&mut store).await?;
                     Warm {
                         store,
                         instance,
@@ -165,14 +174,10 @@ impl PubsubTrigger {
                     }
                 }
             };
-            let status = warm
-                .instance
-                .hostbridge_pubsub_subscriber()
-                .call_handle(&mut warm.store, &event)
-                .await?;
-            Ok::<_, wasmtime::Error>((status, warm))
+            let answer = warm.instance.handle(&mut warm.store, &event).await?;
+            Ok::<_, wasmtime::Error>((answer, warm))
         };
-        let (status, mut warm) = match tokio::time::timeout(limit, call).await {
+        let (answer, mut warm) = match tokio::time::timeout(limit, call).await {
             Ok(result) => result?,
             Err(_) => bail!("no answer within {limit:?}"),
         };
@@ -186,7 +191,7 @@ impl PubsubTrigger {
                 idle.push(warm);
             }
         }
-        Ok(status)
+        Ok(answer)
     }
 }
 
@@ -207,8 +212,16 @@ impl DeliveryTarget for PubsubTrigger {
         );
         let started = Instant::now();
         let status = match self.call(target, event).await {
-            Ok(status) => {
+            Ok(Answer::Status(status)) => {
                 tracing::debug!(%component, %topic, %id, ?status, elapsed = ?started.elapsed(), "delivered");
+                status
+            }
+            Ok(Answer::Error(error)) => {
+                let status = match target.sandbox.limits.on_error {
+                    OnError::Retry => Status::Retry,
+                    OnError::Drop => Status::Drop,
+                };
+                tracing::warn!(%component, %topic, %id, elapsed = ?started.elapsed(), "the handler returned an error, so the delivery counts as {status:?} (on_error): {error}");
                 status
             }
             Err(e) => {
