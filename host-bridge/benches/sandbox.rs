@@ -94,6 +94,7 @@ fn fixture(runtime: &tokio::runtime::Runtime) -> Fixture {
                 max_instances: 1000,
             },
             capabilities,
+            host_bridge::host::add_to_linker,
         )
         .expect("the engine starts"),
     );

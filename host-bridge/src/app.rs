@@ -168,7 +168,11 @@ pub async fn up(options: UpOptions, shutdown: impl Future<Output = ()>) -> anyho
         state_store,
         metrics: metrics.clone(),
     };
-    let engine = Arc::new(Engine::new(&options.engine, capabilities)?);
+    let engine = Arc::new(Engine::new(
+        &options.engine,
+        capabilities,
+        crate::host::add_to_linker,
+    )?);
 
     let mut components = compile(&engine, &manifest).await?;
     let http = Arc::new(HttpTrigger::new(&engine, &manifest, &mut components)?);

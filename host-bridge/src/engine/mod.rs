@@ -79,7 +79,14 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(options: &EngineOptions, capabilities: Capabilities) -> wasmtime::Result<Engine> {
+    /// `add_imports` links what host-bridge provides beyond WASI
+    /// (`host::add_to_linker`); it is passed in so that the engine, below
+    /// the host functions, does not depend on them.
+    pub fn new(
+        options: &EngineOptions,
+        capabilities: Capabilities,
+        add_imports: impl FnOnce(&mut Linker<HostState>) -> wasmtime::Result<()>,
+    ) -> wasmtime::Result<Engine> {
         let mut config = Config::new();
         config
             .wasm_component_model(true)
@@ -119,7 +126,7 @@ impl Engine {
         wasmtime_wasi::p3::add_to_linker(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
-        crate::host::add_to_linker(&mut linker)?;
+        add_imports(&mut linker)?;
 
         Ok(Engine {
             _ticker: EpochTicker::start(engine.clone())
@@ -153,7 +160,7 @@ impl Engine {
                 .collect();
             let unknown: Vec<&str> = imports
                 .iter()
-                .filter(|name| !crate::host::provides(name))
+                .filter(|name| !crate::contract::provides(name))
                 .map(String::as_str)
                 .collect();
             let what = if unknown.is_empty() {
@@ -167,7 +174,7 @@ impl Engine {
             wasmtime::format_err!(
                 "component `{id}` ({}) imports {what}. host-bridge provides: {}. ({e:#})",
                 path.display(),
-                crate::host::PROVIDED.join(", ")
+                crate::contract::PROVIDED.join(", ")
             )
         })?;
         let exports_any = |prefix: &str| exports.iter().any(|e| e.starts_with(prefix));

@@ -18,52 +18,6 @@ pub mod wasmcloud;
 use crate::engine::HostState;
 use wasmtime::component::{HasSelf, Linker};
 
-/// What host-bridge provides to guests, by interface name and version
-/// (a trailing `*`: any interface or version that starts so). It is kept
-/// beside [`add_to_linker`] and the WASI linkers of
-/// [`crate::engine::Engine::new`], which it describes, and named in the
-/// error for a component that imports anything else.
-pub const PROVIDED: &[&str] = &[
-    "wasi:cli, wasi:clocks, wasi:filesystem, wasi:io, wasi:random, wasi:sockets @0.2.* and @0.3.*",
-    "wasi:http/types and wasi:http/outgoing-handler @0.2.*, wasi:http @0.3.*",
-    "hostbridge:pubsub/publisher@0.1.0",
-    "hostbridge:pubsub/state@0.1.0",
-    "spin:key-value/key-value@3.0.0",
-    "spin:variables/variables@3.0.0",
-    "fermyon:spin/key-value@2.0.0",
-    "fermyon:spin/variables@2.0.0",
-    "wasi:messaging/producer@0.2.0-draft",
-    "wasmcloud:messaging/consumer@0.2.0",
-];
-
-/// Whether an import named `name` is one host-bridge provides, going by
-/// its name (its shape is the linker's to check). Interfaces imported only
-/// for their types (like `spin:redis/redis@3.0.0` by a Redis subscriber)
-/// pass too, since they need nothing from the host.
-pub fn provides(name: &str) -> bool {
-    const PREFIXES: &[&str] = &[
-        "wasi:cli/",
-        "wasi:clocks/",
-        "wasi:filesystem/",
-        "wasi:io/",
-        "wasi:random/",
-        "wasi:sockets/",
-        "wasi:http/",
-        "hostbridge:pubsub/",
-        "spin:key-value/key-value@3.0.0",
-        "spin:variables/variables@3.0.0",
-        "fermyon:spin/key-value@2.0.0",
-        "fermyon:spin/variables@2.0.0",
-        "fermyon:spin/redis-types",
-        "spin:redis/redis@3.0.0",
-        "wasi:messaging/types@0.2.0-draft",
-        "wasi:messaging/producer@0.2.0-draft",
-        "wasmcloud:messaging/types@0.2.0",
-        "wasmcloud:messaging/consumer@0.2.0",
-    ];
-    PREFIXES.iter().any(|p| name.starts_with(p))
-}
-
 /// Adds every import host-bridge provides beyond WASI to `linker`.
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     use crate::contract::hostbridge::hostbridge::pubsub;
