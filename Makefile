@@ -93,7 +93,7 @@ setup-guests:
 		     && sha256sum $(JS_GUEST)/package-lock.json > $(JS_GUEST)/node_modules/installed-from; }
 
 ## Install what the Dapr tests need: daprd 1.18.3 and the Dapr CLI built from
-## Go modules, ~/.dapr, Debian's redis-server, and the Dapr Python SDK.
+## Go modules, ~/.dapr, Debian's redis-server and docker-registry, and the Dapr Python SDK.
 setup-dapr:
 	bash scripts/install-dapr.sh
 	@python3 -c 'import dapr.clients' 2>/dev/null \

@@ -4,6 +4,8 @@
 #     installed as ~/.dapr/bin/daprd
 #   - ~/.dapr/config.yaml and ~/.dapr/components (the self-hosted layout `dapr run` expects)
 #   - redis-server (Debian package) if it is not on PATH
+#   - docker-registry (Debian package: the distribution registry) if it is not
+#     on PATH, for the tests of `host-bridge push` and `up --from`
 #   - the Dapr CLI (`dapr`), best effort: built from the newest github.com/dapr/cli
 #     module version the Go module proxy serves, checked against our daprd, then
 #     installed to /usr/local/bin/dapr. Failure here is reported, not fatal.
@@ -166,16 +168,18 @@ EOF
   fi
 }
 
-# --- redis-server ------------------------------------------------------------
-install_redis() {
-  if command -v redis-server >/dev/null 2>&1; then
-    log "redis-server already installed ($(redis-server --version | awk '{print $3}' | sed 's/^v=//'))"
+# --- Debian packages whose service must not start ------------------------------
+# redis-server and docker-registry: the tests run their own, on their own ports.
+install_debian_server() {
+  local package=$1 command=$2
+  if command -v "$command" >/dev/null 2>&1; then
+    log "$package already installed"
     return
   fi
-  log "installing redis-server (Debian package)"
-  # Keep the package's service from starting: tests run their own redis-server on
-  # their own port. policy-rc.d exit 101 = "action not allowed" for invoke-rc.d
-  # and deb-systemd-invoke. Only ours is removed afterwards.
+  log "installing $package (Debian package)"
+  # Keep the package's service from starting. policy-rc.d exit 101 = "action
+  # not allowed" for invoke-rc.d and deb-systemd-invoke. Only ours is removed
+  # afterwards.
   local policy=/usr/sbin/policy-rc.d created_policy=0
   if [ ! -e "$policy" ]; then
     printf '#!/bin/sh\nexit 101\n' > "$policy"
@@ -183,10 +187,10 @@ install_redis() {
     created_policy=1
   fi
   local rc=0
-  apt_install redis-server || rc=$?
+  apt_install "$package" || rc=$?
   if [ "$created_policy" = 1 ]; then rm -f "$policy"; fi
-  [ "$rc" = 0 ] || { echo "apt-get install redis-server failed ($rc)" >&2; exit "$rc"; }
-  log "installed redis-server ($(redis-server --version | awk '{print $3}' | sed 's/^v=//'))"
+  [ "$rc" = 0 ] || { echo "apt-get install $package failed ($rc)" >&2; exit "$rc"; }
+  log "installed $package"
 }
 
 # --- Dapr CLI (best effort) --------------------------------------------------
@@ -299,6 +303,7 @@ install_cli() {
 T0=$SECONDS
 install_dapr_home
 install_daprd
-install_redis
+install_debian_server redis-server redis-server
+install_debian_server docker-registry docker-registry
 install_cli
 log "done in $((SECONDS - T0))s"

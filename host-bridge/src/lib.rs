@@ -27,5 +27,6 @@ pub mod contract;
 pub mod engine;
 pub mod host;
 pub mod manifest;
+pub mod registry;
 pub mod server;
 pub mod triggers;

@@ -49,7 +49,7 @@ enum Command {
         /// Run the components' build commands before starting.
         #[arg(long)]
         build: bool,
-        /// Where compiled machine code is cached [default: $XDG_CACHE_HOME/host-bridge or ~/.cache/host-bridge].
+        /// Where compiled machine code (`compiled/`) and apps pulled with --from (`oci/`) are cached [default: $XDG_CACHE_HOME/host-bridge or ~/.cache/host-bridge].
         #[arg(long, env = "HOST_BRIDGE_CACHE_DIR")]
         cache_dir: Option<PathBuf>,
         /// Compile every start from scratch, without the cache.
@@ -73,6 +73,34 @@ enum Command {
         /// are gone when the process exits.
         #[arg(long, conflicts_with = "data_dir")]
         in_memory: bool,
+        /// Run the app pushed to this OCI reference (`registry/app:tag` or
+        /// `@sha256:…`) instead of a manifest on disk; it is pulled into
+        /// the cache directory, every layer checked by its sha256.
+        #[arg(long, conflicts_with = "build", env = "HOST_BRIDGE_FROM")]
+        from: Option<String>,
+        /// Talk to the registry of --from over plain HTTP (a local registry).
+        #[arg(long, requires = "from")]
+        insecure: bool,
+    },
+    /// Push the app to an OCI registry, as one artifact: a layer per
+    /// component and one for the manifest. Prints the pushed digest.
+    Push {
+        /// Where to push: `registry/repository:tag`.
+        reference: String,
+        /// The app manifest.
+        #[arg(
+            long,
+            short = 'f',
+            default_value = "spin.toml",
+            env = "HOST_BRIDGE_MANIFEST"
+        )]
+        manifest: PathBuf,
+        /// Run the components' build commands first.
+        #[arg(long)]
+        build: bool,
+        /// Talk to the registry over plain HTTP (a local registry).
+        #[arg(long)]
+        insecure: bool,
     },
     /// Run each component's [component.NAME.build] command, like `spin build`.
     Build {
@@ -126,8 +154,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let manifest = Manifest::load(&manifest)?;
             host_bridge::build::run(&manifest, &components)
         }
+        Command::Push {
+            reference,
+            manifest,
+            build,
+            insecure,
+        } => {
+            let manifest = Manifest::load(&manifest)?;
+            if build {
+                host_bridge::build::run(&manifest, &[])?;
+            }
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            let digest =
+                runtime.block_on(host_bridge::registry::push(&manifest, &reference, insecure))?;
+            eprintln!("host-bridge: pushed {reference}");
+            println!("{digest}");
+            Ok(())
+        }
         Command::Up {
             manifest,
+            from,
+            insecure,
             listen,
             build,
             cache_dir,
@@ -147,11 +195,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .with_context(|| format!("APP_PORT={port} is not a port number"))?,
                 (None, Err(_)) => SocketAddr::from(([127, 0, 0, 1], 3000)),
             };
-            let cache_dir = if no_cache {
-                None
-            } else {
-                Some(cache_dir.unwrap_or_else(default_cache_dir))
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            // A pulled app lives in the cache directory (`oci/`), even with
+            // --no-cache, which is about compiled code (`compiled/`).
+            let cache_root = cache_dir.unwrap_or_else(default_cache_dir);
+            let manifest = match from {
+                Some(reference) => runtime.block_on(host_bridge::registry::pull(
+                    &reference,
+                    insecure,
+                    &cache_root.join("oci"),
+                ))?,
+                None => manifest,
             };
+            // wasmtime's cache worker prunes files it does not know from the
+            // directory it is given, so compiled code has a directory of its
+            // own, beside the pulled apps.
+            let cache_dir = (!no_cache).then(|| cache_root.join("compiled"));
             let options = UpOptions {
                 manifest,
                 listen,
@@ -170,8 +230,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     (false, None) => EmbeddedData::DefaultDir,
                 },
             };
-            let runtime =
-                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             runtime.block_on(app::up(options, shutdown_signal()))
         }
     }

@@ -148,6 +148,19 @@ impl Host {
         env: &[(&str, String)],
         api_url: Option<String>,
     ) -> Host {
+        Host::start_with_args(dir, manifest, port, env, api_url, &[])
+    }
+
+    /// Like [`Host::start_with`], with more arguments to `up`. A
+    /// `--cache-dir` among them replaces the tests' shared cache.
+    pub fn start_with_args(
+        dir: tempfile::TempDir,
+        manifest: &str,
+        port: u16,
+        env: &[(&str, String)],
+        api_url: Option<String>,
+        args: &[&str],
+    ) -> Host {
         let path = dir.path().join("spin.toml");
         std::fs::write(&path, manifest).unwrap();
         let data_dir = dir.path().join("broker-data");
@@ -170,12 +183,16 @@ impl Host {
             .arg(&path)
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
-            .arg("--cache-dir")
-            .arg(workspace().join("target/host-bridge-test-cache"))
             // Each host its own durable embedded broker (in its directory,
             // so a restart finds what it left).
             .arg("--data-dir")
-            .arg(&data_dir);
+            .arg(&data_dir)
+            .args(args);
+        if !args.contains(&"--cache-dir") {
+            command
+                .arg("--cache-dir")
+                .arg(workspace().join("target/host-bridge-test-cache"));
+        }
         for (name, value) in env {
             command.env(name, value);
         }

@@ -1,0 +1,83 @@
+//! Apps as OCI artifacts: `host-bridge push` and `host-bridge up --from`.
+//!
+//! An app is one OCI image manifest in a registry:
+//!
+//! | part | media type | holds |
+//! |---|---|---|
+//! | config | [`CONFIG_MEDIA_TYPE`] | JSON: the app's name, version, and each component's digest |
+//! | one layer per component | `application/wasm` | the component's `.wasm` (a component, or a `wasm32-wasip1` core module), titled `{component}.wasm` |
+//! | one layer | [`MANIFEST_MEDIA_TYPE`] | the app's `spin.toml`, every `source` replaced by its layer's digest (`"sha256:…"`) and every `build` table removed |
+//!
+//! Each component layer is also what the CNCF Wasm OCI layout puts in an
+//! artifact's single layer, so a registry browser shows `.wasm` blobs.
+//!
+//! Pulling resolves a tag to a digest once (and says which), fetches the
+//! manifest and every layer, checks each layer's sha256 against the
+//! manifest (oci-client checks while downloading; [`pull`] checks again,
+//! and checks a cached blob before using it), and writes the app under
+//! `{cache}/oci/`: blobs by digest, and the manifest with its sources
+//! pointing at them. Nothing half-pulled is ever run: the app's manifest is
+//! written last, after every blob checked out.
+
+mod pull;
+mod push;
+
+pub use pull::pull;
+pub use push::push;
+
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::secrets::RegistryAuth;
+use sha2::{Digest as _, Sha256};
+
+/// The config blob of an app artifact.
+pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.host-bridge.app.config.v1+json";
+/// The layer holding the app's manifest.
+pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.host-bridge.manifest.v1+toml";
+/// A component's layer.
+pub const WASM_MEDIA_TYPE: &str = "application/wasm";
+/// The OCI annotation naming a layer's file.
+const TITLE: &str = "org.opencontainers.image.title";
+
+/// A client for `reference`'s registry: plain HTTP with `insecure` (a
+/// local registry, as `spin registry push --insecure`), else HTTPS.
+fn client(insecure: bool) -> oci_client::Client {
+    // oci-client's TLS is rustls without a bundled crypto provider; ring is
+    // installed once, process-wide. (The pure-Rust provider,
+    // rustls-rustcrypto, is an alpha.) An error means one is installed
+    // already, which serves as well.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    oci_client::Client::new(ClientConfig {
+        protocol: if insecure {
+            ClientProtocol::Http
+        } else {
+            ClientProtocol::Https
+        },
+        ..ClientConfig::default()
+    })
+}
+
+/// Credentials from `HOST_BRIDGE_REGISTRY_USER` and
+/// `HOST_BRIDGE_REGISTRY_PASSWORD`, else anonymous.
+fn auth() -> RegistryAuth {
+    match (
+        std::env::var("HOST_BRIDGE_REGISTRY_USER"),
+        std::env::var("HOST_BRIDGE_REGISTRY_PASSWORD"),
+    ) {
+        (Ok(user), Ok(password)) => RegistryAuth::Basic(user, password),
+        _ => RegistryAuth::Anonymous,
+    }
+}
+
+/// `sha256:{hex}` of `bytes`.
+pub fn digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+/// Parses `reference`, naming it in the error.
+fn parse_reference(reference: &str) -> anyhow::Result<oci_client::Reference> {
+    reference.parse().map_err(|e| {
+        anyhow::anyhow!(
+            "{reference:?} is not an OCI reference like registry.example.com/app:tag: {e}"
+        )
+    })
+}

@@ -1,0 +1,180 @@
+//! Apps as OCI artifacts, against a real registry: Debian's
+//! `docker-registry` (the distribution registry), started on a free port.
+//! The orders app is pushed, pulled into an empty cache with `up --from`,
+//! and serves orders; a blob altered in the registry's storage is refused.
+
+mod common;
+
+use common::{Host, free_port, orders_manifest};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A `docker-registry serve` on a free localhost port, storing in a
+/// temporary directory; killed when dropped.
+struct Registry {
+    process: Child,
+    address: String,
+    storage: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    fn start() -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = dir.path().join("storage");
+        let address = format!("127.0.0.1:{}", free_port());
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {address}\n",
+                storage.display()
+            ),
+        )
+        .unwrap();
+        let process = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start docker-registry (make setup-dapr installs it)");
+        let registry = Registry {
+            process,
+            address,
+            storage,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let url = format!("http://{}/v2/", registry.address);
+        while !common::client()
+            .get(&url)
+            .send()
+            .is_ok_and(|r| r.status().is_success())
+        {
+            assert!(Instant::now() < deadline, "docker-registry did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        registry
+    }
+
+    /// The file holding blob `digest` in the registry's storage.
+    fn blob(&self, digest: &str) -> PathBuf {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        self.storage
+            .join("docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+fn host_bridge(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_host-bridge"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("DAPR_HTTP_PORT")
+        .env_remove("DAPR_GRPC_PORT")
+        .output()
+        .unwrap()
+}
+
+fn sha256_of(path: &Path) -> String {
+    let output = Command::new("sha256sum").arg(path).output().unwrap();
+    let text = String::from_utf8(output.stdout).unwrap();
+    format!("sha256:{}", text.split_whitespace().next().unwrap())
+}
+
+#[test]
+fn an_app_pushed_to_a_registry_runs_from_it_and_a_tampered_blob_is_refused() {
+    let registry = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    let manifest_path = work.path().join("spin.toml");
+    std::fs::write(&manifest_path, orders_manifest()).unwrap();
+    let reference = format!("{}/orders:v1", registry.address);
+
+    let pushed = host_bridge(
+        &[
+            "push",
+            &reference,
+            "--insecure",
+            "-f",
+            manifest_path.to_str().unwrap(),
+        ],
+        work.path(),
+    );
+    let stderr = String::from_utf8_lossy(&pushed.stderr);
+    assert!(pushed.status.success(), "push failed:\n{stderr}");
+    let digest = String::from_utf8(pushed.stdout).unwrap().trim().to_owned();
+    assert!(
+        digest.starts_with("sha256:") && digest.len() == 71,
+        "{digest}"
+    );
+
+    // Pulled into an empty cache, with no source checkout: the manifest the
+    // host is given on the command line is not even read.
+    let cache = tempfile::tempdir().unwrap();
+    let cache_dir = cache.path().to_str().unwrap();
+    let mut host = Host::start_with_args(
+        tempfile::tempdir().unwrap(),
+        "this manifest is not used",
+        free_port(),
+        &[],
+        None,
+        &["--from", &reference, "--insecure", "--cache-dir", cache_dir],
+    );
+    let log = host.drain_log();
+    assert!(log.contains(&format!("{reference} is {digest}")), "{log}");
+    let response = host.post(
+        "/orders",
+        "application/json",
+        r#"{"orderId":"oci-1","customer":"ada","items":[{"sku":"book","qty":2,"price":12.5}]}"#,
+    );
+    assert_eq!(response.status(), 202);
+    let order = host.wait_for_json("order-oci-1", Duration::from_secs(30));
+    assert_eq!(order["status"], "processed", "{order}");
+    assert_eq!(order["total"], 25.0, "{order}");
+    drop(host);
+
+    // The processor's blob, altered in the registry's storage: a pull into
+    // another empty cache refuses it and runs nothing.
+    let processor = sha256_of(&common::guests().join("order_processor.wasm"));
+    let blob = registry.blob(&processor);
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&blob, bytes).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let refused = host_bridge(
+        &[
+            "up",
+            "--from",
+            &reference,
+            "--insecure",
+            "--cache-dir",
+            cache.path().to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+        ],
+        work.path(),
+    );
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "a tampered app ran:\n{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot pull layer {processor} of {reference}"))
+            && stderr.contains("Invalid digest"),
+        "{stderr}"
+    );
+    assert!(
+        !cache.path().join("oci/apps").exists(),
+        "no app manifest may be written for a refused pull"
+    );
+}
