@@ -49,6 +49,8 @@ pub struct UpOptions {
     pub max_body: usize,
     /// Where the embedded broker keeps messages and state.
     pub embedded_data: EmbeddedData,
+    /// Where components with a `{ url, digest }` source are downloaded to.
+    pub download_dir: PathBuf,
 }
 
 /// `--data-dir` and `--in-memory`.
@@ -112,6 +114,7 @@ pub async fn up(options: UpOptions, shutdown: impl Future<Output = ()>) -> anyho
         let manifest = manifest.clone();
         tokio::task::spawn_blocking(move || crate::build::run(&manifest, &[])).await??;
     }
+    crate::registry::fetch_sources(&mut manifest, &options.download_dir).await?;
     manifest.check_sources()?;
 
     let listener = TcpListener::bind(options.listen)

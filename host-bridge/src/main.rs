@@ -160,12 +160,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             build,
             insecure,
         } => {
-            let manifest = Manifest::load(&manifest)?;
+            let mut manifest = Manifest::load(&manifest)?;
             if build {
                 host_bridge::build::run(&manifest, &[])?;
             }
             let runtime =
                 tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            runtime.block_on(host_bridge::registry::fetch_sources(
+                &mut manifest,
+                &default_cache_dir().join("downloads"),
+            ))?;
             let digest =
                 runtime.block_on(host_bridge::registry::push(&manifest, &reference, insecure))?;
             eprintln!("host-bridge: pushed {reference}");
@@ -212,6 +216,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             // directory it is given, so compiled code has a directory of its
             // own, beside the pulled apps.
             let cache_dir = (!no_cache).then(|| cache_root.join("compiled"));
+            let download_dir = cache_root.join("downloads");
             let options = UpOptions {
                 manifest,
                 listen,
@@ -229,6 +234,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     (false, Some(dir)) => EmbeddedData::Dir(dir),
                     (false, None) => EmbeddedData::DefaultDir,
                 },
+                download_dir,
             };
             runtime.block_on(app::up(options, shutdown_signal()))
         }

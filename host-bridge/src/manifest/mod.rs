@@ -152,8 +152,12 @@ fn default_bulk_max_await_ms() -> u32 {
 #[derive(Debug, Clone)]
 pub struct Component {
     pub id: String,
-    /// The component's `.wasm` file.
+    /// The component's `.wasm` file. For a `{ url, digest }` source, where
+    /// it is once downloaded (see [`Component::download`]).
     pub source: PathBuf,
+    /// Set for a `source = { url = "…", digest = "sha256:…" }`: where to
+    /// download the component from, and the digest it must have.
+    pub download: Option<Download>,
     pub build: Option<Build>,
     pub allowed_outbound_hosts: Vec<OutboundHost>,
     pub environment: BTreeMap<String, String>,
@@ -171,6 +175,14 @@ pub struct Component {
     /// The component's variables' values, once
     /// [`Manifest::resolve_variables`] ran; empty before.
     pub variable_values: BTreeMap<String, String>,
+}
+
+/// A component source to download, as Spin's `{ url, digest }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Download {
+    pub url: String,
+    /// `sha256:` and 64 lowercase hex digits.
+    pub digest: String,
 }
 
 /// One entry of `allowed_publish_topics`: `"pubsub/orders"` (that topic),
@@ -424,7 +436,7 @@ struct RawPubsubTrigger {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawComponent {
-    source: String,
+    source: RawSource,
     description: Option<String>,
     build: Option<RawBuild>,
     #[serde(default)]
@@ -448,6 +460,13 @@ struct RawBuild {
     workdir: Option<String>,
     #[serde(default)]
     watch: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawSource {
+    Path(String),
+    Url { url: String, digest: String },
 }
 
 #[derive(Deserialize)]
@@ -945,13 +964,35 @@ fn validate_component(
     }
     // Accepted for Spin compatibility; host-bridge does not use it.
     let _ = raw.description;
-    let source = dir.join(&raw.source);
-    if !raw.source.ends_with(".wasm") {
-        problems.push(format!(
-            "{here} source: {:?} must be a path to a .wasm file",
-            raw.source
-        ));
-    }
+    let (source, download) = match raw.source {
+        RawSource::Path(path) => {
+            if !path.ends_with(".wasm") {
+                problems.push(format!(
+                    "{here} source: {path:?} must be a path to a .wasm file"
+                ));
+            }
+            (dir.join(&path), None)
+        }
+        RawSource::Url { url, digest } => {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                problems.push(format!(
+                    "{here} source.url: {url:?} must be an http:// or https:// URL"
+                ));
+            }
+            let hex = digest.strip_prefix("sha256:").unwrap_or_default();
+            if hex.len() != 64
+                || !hex
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            {
+                problems.push(format!(
+                    "{here} source.digest: {digest:?} must be \"sha256:\" and 64 lowercase hex digits"
+                ));
+            }
+            // Not downloaded yet: `registry::fetch_sources` sets the path.
+            (PathBuf::new(), Some(Download { url, digest }))
+        }
+    };
     let build = raw.build.map(|b| {
         // `watch` is for `spin watch`; host-bridge has no watch mode.
         let _ = b.watch;
@@ -1092,6 +1133,7 @@ fn validate_component(
     (problems.0.len() == before).then(|| Component {
         id: id.into(),
         source,
+        download,
         build,
         allowed_outbound_hosts,
         environment: raw.environment,

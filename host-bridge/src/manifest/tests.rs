@@ -397,3 +397,30 @@ fn spin_keys_that_cannot_work_are_named() {
         "{err}"
     );
 }
+
+#[test]
+fn url_sources_need_a_url_and_a_sha256_digest() {
+    let good = GOOD.replace(
+        "source = \"processor.wasm\"",
+        &format!(
+            "source = {{ url = \"https://example.com/p.wasm\", digest = \"sha256:{}\" }}",
+            "ab".repeat(32)
+        ),
+    );
+    let (_dir, path) = app(&good, true);
+    let m = Manifest::load(&path).unwrap();
+    let download = m.components["order-processor"].download.as_ref().unwrap();
+    assert_eq!(download.url, "https://example.com/p.wasm");
+    assert!(m.components["order-api"].download.is_none());
+
+    let err = load_err(&GOOD.replace(
+        "source = \"processor.wasm\"",
+        "source = { url = \"ftp://example.com/p.wasm\", digest = \"sha256:AB\" }",
+    ));
+    for problem in [
+        "[component.order-processor] source.url: \"ftp://example.com/p.wasm\" must be an http:// or https:// URL",
+        "[component.order-processor] source.digest: \"sha256:AB\" must be \"sha256:\" and 64 lowercase hex digits",
+    ] {
+        assert!(err.contains(problem), "missing {problem:?} in:\n{err}");
+    }
+}

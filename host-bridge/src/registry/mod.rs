@@ -1,4 +1,6 @@
-//! Apps as OCI artifacts: `host-bridge push` and `host-bridge up --from`.
+//! Where an app's components come from, other than a path on disk: OCI
+//! registries (`host-bridge push` and `host-bridge up --from`) and URLs
+//! (`source = { url, digest }`, in [`fetch_sources`]).
 //!
 //! An app is one OCI image manifest in a registry:
 //!
@@ -19,9 +21,11 @@
 //! pointing at them. Nothing half-pulled is ever run: the app's manifest is
 //! written last, after every blob checked out.
 
+mod download;
 mod pull;
 mod push;
 
+pub use download::fetch_sources;
 pub use pull::pull;
 pub use push::push;
 
