@@ -18,6 +18,7 @@ use crate::broker::dapr::{DaprSidecar, SidecarConfig};
 use crate::broker::embedded::{DurableStateStore, EmbeddedBroker, MemoryStateStore};
 use crate::broker::journal::Journal;
 use crate::broker::{Broker, Capabilities, Metrics, StateStore};
+use crate::deploy::{AdminApi, Deployer};
 use crate::engine::{Engine, EngineOptions, LoadedComponent};
 use crate::manifest::Manifest;
 use crate::server::{self, Router};
@@ -51,7 +52,14 @@ pub struct UpOptions {
     pub embedded_data: EmbeddedData,
     /// Where components with a `{ url, digest }` source are downloaded to.
     pub download_dir: PathBuf,
+    /// The admin API (live deploys), if enabled: where, and its token.
+    pub admin: Option<(SocketAddr, String)>,
+    /// `--watch`: rebuild and redeploy components when their sources change.
+    pub watch: bool,
 }
+
+/// The largest `.wasm` the admin API takes.
+const ADMIN_MAX_BODY: usize = 512 << 20;
 
 /// `--data-dir` and `--in-memory`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,6 +193,34 @@ pub async fn up(options: UpOptions, shutdown: impl Future<Output = ()>) -> anyho
         &components,
         metrics.clone(),
     )?);
+    let deployer = Arc::new(Deployer::new(
+        engine.clone(),
+        manifest.clone(),
+        http.clone(),
+        pubsub.clone(),
+    ));
+    let admin = match options.admin {
+        Some((listen, token)) => {
+            let api = Arc::new(AdminApi::new(deployer.clone(), token)?);
+            let listener = TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen} for the admin API"))?;
+            let admin_router = Router::new(metrics.clone(), None, ADMIN_MAX_BODY);
+            admin_router.set_ready(vec![api]);
+            eprintln!(
+                "host-bridge: admin API on http://{listen}/admin/components/NAME (PUT, token required)"
+            );
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            let task = tokio::spawn(server::serve(listener, admin_router, async {
+                let _ = rx.await;
+            }));
+            Some((tx, task))
+        }
+        None => None,
+    };
+    let watcher = options
+        .watch
+        .then(|| tokio::spawn(crate::deploy::watch(deployer.clone())));
     let mut endpoints = broker.clone().start(pubsub.subscriptions(), pubsub.clone());
     endpoints.push(http.clone());
     router.set_ready(endpoints);
@@ -195,6 +231,13 @@ pub async fn up(options: UpOptions, shutdown: impl Future<Output = ()>) -> anyho
         "host-bridge: shutting down; waiting up to {:?} for deliveries in flight",
         options.shutdown_grace
     );
+    if let Some(watcher) = watcher {
+        watcher.abort();
+    }
+    if let Some((stop, task)) = admin {
+        let _ = stop.send(());
+        let _ = task.await;
+    }
     let _ = stop_tx.send(());
     let _ = server.await;
     let left = broker.shutdown(options.shutdown_grace).await;

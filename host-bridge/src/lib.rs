@@ -24,6 +24,7 @@ pub mod app;
 pub mod broker;
 pub mod build;
 pub mod contract;
+pub mod deploy;
 pub mod engine;
 pub mod host;
 pub mod manifest;

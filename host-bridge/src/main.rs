@@ -81,6 +81,38 @@ enum Command {
         /// Talk to the registry of --from over plain HTTP (a local registry).
         #[arg(long, requires = "from")]
         insecure: bool,
+        /// Serve the admin API (live deploys) on this address; it needs the
+        /// token in HOST_BRIDGE_ADMIN_TOKEN. Off unless given.
+        #[arg(long, env = "HOST_BRIDGE_ADMIN_LISTEN", num_args = 0..=1, default_missing_value = "127.0.0.1:3001")]
+        admin: Option<SocketAddr>,
+        /// Rebuild a component and swap it in, without a restart, when a
+        /// file its [component.NAME.build] `watch` patterns match changes.
+        #[arg(long, conflicts_with = "from")]
+        watch: bool,
+    },
+    /// Deploy a new version of one component into a running host (its
+    /// admin API), with no restart. The token is HOST_BRIDGE_ADMIN_TOKEN.
+    Deploy {
+        /// The component to replace.
+        #[arg(long)]
+        component: String,
+        /// The new version's .wasm.
+        #[arg(long, conflicts_with = "from", required_unless_present = "from")]
+        source: Option<PathBuf>,
+        /// Take the new version from an app pushed to this OCI reference
+        /// (its layer for the component).
+        #[arg(long)]
+        from: Option<String>,
+        /// Talk to the registry of --from over plain HTTP.
+        #[arg(long, requires = "from")]
+        insecure: bool,
+        /// The host's admin API.
+        #[arg(
+            long,
+            default_value = "http://127.0.0.1:3001",
+            env = "HOST_BRIDGE_ADMIN_URL"
+        )]
+        host: String,
     },
     /// Push the app to an OCI registry, as one artifact: a layer per
     /// component and one for the manifest. Prints the pushed digest.
@@ -176,10 +208,34 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{digest}");
             Ok(())
         }
+        Command::Deploy {
+            component,
+            source,
+            from,
+            insecure,
+            host,
+        } => {
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            let bytes = match (source, from) {
+                (Some(path), _) => std::fs::read(&path)
+                    .with_context(|| format!("cannot read {}", path.display()))?,
+                (None, Some(reference)) => runtime.block_on(
+                    host_bridge::registry::pull_component(&reference, insecure, &component),
+                )?,
+                (None, None) => anyhow::bail!("give --source FILE or --from REF"),
+            };
+            let token = std::env::var("HOST_BRIDGE_ADMIN_TOKEN").unwrap_or_default();
+            let answer = runtime.block_on(deploy(&host, &component, &token, bytes))?;
+            println!("{answer}");
+            Ok(())
+        }
         Command::Up {
             manifest,
             from,
             insecure,
+            admin,
+            watch,
             listen,
             build,
             cache_dir,
@@ -235,9 +291,64 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     (false, None) => EmbeddedData::DefaultDir,
                 },
                 download_dir,
+                admin: admin.map(|listen| {
+                    let token = std::env::var("HOST_BRIDGE_ADMIN_TOKEN").unwrap_or_default();
+                    (listen, token)
+                }),
+                watch,
             };
             runtime.block_on(app::up(options, shutdown_signal()))
         }
+    }
+}
+
+/// PUTs `bytes` to the admin API at `host` as the new version of
+/// `component`; returns the host's answer, or its refusal as an error.
+async fn deploy(
+    host: &str,
+    component: &str,
+    token: &str,
+    bytes: Vec<u8>,
+) -> anyhow::Result<String> {
+    let url = format!(
+        "{}/admin/components/{component}",
+        host.trim_end_matches('/')
+    );
+    let client = reqwest::Client::new();
+    // Asked first, without the body: a wrong token or component is then
+    // refused before anything is uploaded (a host refusing an upload
+    // halfway closes the connection, and the reason would be lost).
+    let check = client
+        .get(&url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .with_context(|| {
+            format!("cannot reach the admin API at {url} (is the host running with --admin?)")
+        })?;
+    if !check.status().is_success() {
+        let status = check.status();
+        anyhow::bail!(
+            "the host refused the deploy ({status}): {}",
+            check.text().await.unwrap_or_default()
+        );
+    }
+    let response = client
+        .put(&url)
+        .bearer_auth(token)
+        .header("content-type", "application/wasm")
+        .body(bytes)
+        .send()
+        .await
+        .with_context(|| {
+            format!("cannot reach the admin API at {url} (is the host running with --admin?)")
+        })?;
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    if status.is_success() {
+        Ok(text)
+    } else {
+        anyhow::bail!("the host refused the deploy ({status}): {text}")
     }
 }
 

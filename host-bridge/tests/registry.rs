@@ -125,13 +125,22 @@ fn an_app_pushed_to_a_registry_runs_from_it_and_a_tampered_blob_is_refused() {
     // host is given on the command line is not even read.
     let cache = tempfile::tempdir().unwrap();
     let cache_dir = cache.path().to_str().unwrap();
+    let admin = format!("127.0.0.1:{}", free_port());
     let mut host = Host::start_with_args(
         tempfile::tempdir().unwrap(),
         "this manifest is not used",
         free_port(),
-        &[],
+        &[("HOST_BRIDGE_ADMIN_TOKEN", "t0ken".to_owned())],
         None,
-        &["--from", &reference, "--insecure", "--cache-dir", cache_dir],
+        &[
+            "--from",
+            &reference,
+            "--insecure",
+            "--cache-dir",
+            cache_dir,
+            "--admin",
+            &admin,
+        ],
     );
     let log = host.drain_log();
     assert!(log.contains(&format!("{reference} is {digest}")), "{log}");
@@ -144,11 +153,31 @@ fn an_app_pushed_to_a_registry_runs_from_it_and_a_tampered_blob_is_refused() {
     let order = host.wait_for_json("order-oci-1", Duration::from_secs(30));
     assert_eq!(order["status"], "processed", "{order}");
     assert_eq!(order["total"], 25.0, "{order}");
+
+    // A live deploy can take its component from the pushed app, too.
+    let processor = sha256_of(&common::guests().join("order_processor.wasm"));
+    let deployed = Command::new(env!("CARGO_BIN_EXE_host-bridge"))
+        .args([
+            "deploy",
+            "--component",
+            "order-processor",
+            "--from",
+            &reference,
+        ])
+        .args(["--insecure", "--host", &format!("http://{admin}")])
+        .env("HOST_BRIDGE_ADMIN_TOKEN", "t0ken")
+        .output()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&deployed.stdout);
+    assert!(
+        deployed.status.success() && answer.contains(&processor),
+        "{answer}{}",
+        String::from_utf8_lossy(&deployed.stderr)
+    );
     drop(host);
 
     // The processor's blob, altered in the registry's storage: a pull into
     // another empty cache refuses it and runs nothing.
-    let processor = sha256_of(&common::guests().join("order_processor.wasm"));
     let blob = registry.blob(&processor);
     let mut bytes = std::fs::read(&blob).unwrap();
     let last = bytes.len() - 1;

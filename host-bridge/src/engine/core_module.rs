@@ -16,6 +16,12 @@ use wasmtime::error::Context as _;
 /// module, the component made from it.
 pub fn component_bytes(path: &Path) -> wasmtime::Result<Vec<u8>> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    component_bytes_of(bytes, &path.display().to_string())
+}
+
+/// `bytes` as a component: unchanged if they are one, wrapped if they are
+/// a core module. `what` names them in errors.
+pub fn component_bytes_of(bytes: Vec<u8>, what: &str) -> wasmtime::Result<Vec<u8>> {
     if !wasmparser::Parser::is_core_wasm(&bytes) {
         return Ok(bytes);
     }
@@ -30,8 +36,7 @@ pub fn component_bytes(path: &Path) -> wasmtime::Result<Vec<u8>> {
         .and_then(|encoder| encoder.validate(true).encode())
         .map_err(|e| {
             wasmtime::format_err!(
-                "{} is a core module, not a component, and cannot be made one with the WASI preview 1 adapter: {e:#}",
-                path.display()
+                "{what} is a core module, not a component, and cannot be made one with the WASI preview 1 adapter: {e:#}"
             )
         })
 }

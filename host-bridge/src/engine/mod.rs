@@ -16,7 +16,7 @@
 //!   `max_memory`. Running past either traps the guest, which the triggers
 //!   turn into RETRY or a 5xx; the host itself is untouched.
 
-mod core_module;
+pub mod core_module;
 pub mod sandbox;
 mod state;
 
@@ -140,11 +140,27 @@ impl Engine {
     /// Compiles (or loads from the cache) and links one component. This is
     /// CPU-bound; call it from a blocking thread.
     pub fn load(&self, component: &manifest::Component) -> wasmtime::Result<LoadedComponent> {
+        let bytes = core_module::component_bytes(&component.source).with_context(|| {
+            format!(
+                "component `{}`: cannot compile {}",
+                component.id,
+                component.source.display()
+            )
+        })?;
+        self.load_bytes(component, bytes)
+    }
+
+    /// Like [`Engine::load`], for a component's bytes (a component, or a
+    /// core module made one with [`core_module::component_bytes_of`]).
+    pub fn load_bytes(
+        &self,
+        component: &manifest::Component,
+        bytes: Vec<u8>,
+    ) -> wasmtime::Result<LoadedComponent> {
         let id = &component.id;
         let path = &component.source;
         let started = Instant::now();
-        let compiled = core_module::component_bytes(path)
-            .and_then(|bytes| Component::new(&self.engine, bytes))
+        let compiled = Component::new(&self.engine, bytes)
             .with_context(|| format!("component `{id}`: cannot compile {}", path.display()))?;
         let compile_time = started.elapsed();
         let exports: Vec<String> = compiled

@@ -230,6 +230,9 @@ pub struct Build {
     pub command: String,
     /// Where the command runs: the manifest's directory unless `workdir` says otherwise.
     pub workdir: PathBuf,
+    /// Glob patterns, relative to `workdir`, of the files whose change
+    /// `up --watch` rebuilds the component for.
+    pub watch: Vec<String>,
 }
 
 /// A host directory a component may read, and where it sees it.
@@ -993,13 +996,10 @@ fn validate_component(
             (PathBuf::new(), Some(Download { url, digest }))
         }
     };
-    let build = raw.build.map(|b| {
-        // `watch` is for `spin watch`; host-bridge has no watch mode.
-        let _ = b.watch;
-        Build {
-            command: b.command,
-            workdir: b.workdir.map_or_else(|| dir.to_path_buf(), |w| dir.join(w)),
-        }
+    let build = raw.build.map(|b| Build {
+        command: b.command,
+        workdir: b.workdir.map_or_else(|| dir.to_path_buf(), |w| dir.join(w)),
+        watch: b.watch,
     });
     let mut allowed_outbound_hosts = Vec::new();
     for entry in &raw.allowed_outbound_hosts {

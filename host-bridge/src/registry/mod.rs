@@ -26,7 +26,7 @@ mod pull;
 mod push;
 
 pub use download::fetch_sources;
-pub use pull::pull;
+pub use pull::{pull, pull_component};
 pub use push::push;
 
 use oci_client::client::{ClientConfig, ClientProtocol};

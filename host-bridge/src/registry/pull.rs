@@ -141,3 +141,40 @@ fn check(path: &Path, expected: &str) -> anyhow::Result<()> {
         bail!("{} is {actual}, not {expected}", path.display())
     }
 }
+
+/// The bytes of component `id` of the app pushed to `reference`, found by
+/// the digest the app's config gives it, and checked.
+pub async fn pull_component(reference: &str, insecure: bool, id: &str) -> anyhow::Result<Vec<u8>> {
+    let image = parse_reference(reference)?;
+    let client = client(insecure);
+    let auth = auth();
+    let (manifest, resolved, config) = client
+        .pull_manifest_and_config(&image, &auth)
+        .await
+        .with_context(|| format!("cannot read the manifest of {reference}"))?;
+    eprintln!("host-bridge: {reference} is {resolved}");
+    let config: serde_json::Value = serde_json::from_str(&config)
+        .with_context(|| format!("the config of {reference} is not a host-bridge app's"))?;
+    let Some(wanted) = config["components"][id].as_str() else {
+        bail!(
+            "the app at {reference} has no component `{id}`; it has: {}",
+            config["components"]
+                .as_object()
+                .map(|c| c.keys().cloned().collect::<Vec<_>>().join(", "))
+                .unwrap_or_default()
+        );
+    };
+    let Some(layer) = manifest.layers.iter().find(|l| l.digest == wanted) else {
+        bail!("the app at {reference} names {wanted} for `{id}` but has no such layer");
+    };
+    let pinned = image.clone_with_digest(resolved);
+    let mut bytes = Vec::new();
+    client
+        .pull_blob(&pinned, layer, &mut bytes)
+        .await
+        .with_context(|| format!("cannot pull layer {wanted} of {reference}"))?;
+    if digest(&bytes) != wanted {
+        bail!("layer {wanted} of {reference} arrived altered");
+    }
+    Ok(bytes)
+}

@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use wasmtime::StoreContextMut;
@@ -45,6 +45,39 @@ pub struct HttpTrigger {
     routes: Vec<Route>,
     /// The component of each route, by the route's index.
     handlers: Vec<(String, ProxyHandler<ComponentHttp>)>,
+}
+
+impl HttpTrigger {
+    /// Swaps in a new version of component `id` for every route it serves,
+    /// after checking that it exports a `wasi:http` handler; a version that
+    /// does not leaves the old one serving. Requests in flight finish on
+    /// the old version. Returns how many routes now use it.
+    pub fn replace(&self, id: &str, loaded: &mut LoadedComponent) -> anyhow::Result<usize> {
+        let routes = self.routes_of(id);
+        if routes == 0 {
+            return Ok(0);
+        }
+        let Some(pre) = loaded.http.take() else {
+            bail!(
+                "component `{id}` serves HTTP routes, but the new version exports no wasi:http handler; it exports: {}",
+                loaded.exports.join(", ")
+            );
+        };
+        // Routes of one component share one handler, so one swap serves all.
+        if let Some((_, handler)) = self.handlers.iter().find(|(c, _)| c == id) {
+            *handler
+                .state()
+                .pre
+                .write()
+                .unwrap_or_else(|e| e.into_inner()) = Arc::new(pre);
+        }
+        Ok(routes)
+    }
+
+    /// How many routes component `id` serves.
+    pub fn routes_of(&self, id: &str) -> usize {
+        self.handlers.iter().filter(|(c, _)| c == id).count()
+    }
 }
 
 impl HttpTrigger {
@@ -77,7 +110,7 @@ impl HttpTrigger {
                     let handler = ProxyHandler::new(ComponentHttp {
                         engine: engine.clone(),
                         sandbox: loaded.sandbox.clone(),
-                        pre,
+                        pre: RwLock::new(Arc::new(pre)),
                     });
                     per_component.insert(component.clone(), handler.clone());
                     handler
@@ -227,7 +260,8 @@ impl HttpTrigger {
 struct ComponentHttp {
     engine: Arc<Engine>,
     sandbox: Arc<Sandbox>,
-    pre: ProxyPre<HostState>,
+    /// The current version; a live deploy swaps it.
+    pre: RwLock<Arc<ProxyPre<HostState>>>,
 }
 
 impl HandlerState for ComponentHttp {
@@ -237,7 +271,8 @@ impl HandlerState for ComponentHttp {
 
     async fn instantiate(&self) -> wasmtime::Result<Instance<HostState, Expiration, OneRequest>> {
         let mut store = self.engine.store(&self.sandbox, None).await?;
-        let proxy = self.pre.instantiate_async(&mut store).await?;
+        let pre = self.pre.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let proxy = pre.instantiate_async(&mut store).await?;
         let timeout = self.sandbox.limits.timeout;
         Ok(Instance {
             store,

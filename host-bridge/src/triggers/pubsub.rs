@@ -29,7 +29,7 @@ use crate::manifest::{Manifest, OnError, PubsubTrigger as PubsubTriggerConfig};
 use anyhow::{Context as _, bail};
 use async_trait::async_trait;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use wasmtime::Store;
 
@@ -47,7 +47,10 @@ pub struct PubsubTrigger {
 
 struct Target {
     config: PubsubTriggerConfig,
-    pre: Arc<dyn SubscriberPre>,
+    /// The component's current version, and its generation: a live deploy
+    /// ([`PubsubTrigger::replace`]) swaps it, and deliveries already in
+    /// flight finish on the version they started with.
+    current: RwLock<(Arc<dyn SubscriberPre>, u64)>,
     sandbox: Arc<Sandbox>,
     /// Instances kept for their next delivery (`instance_reuse` > 1).
     idle: Mutex<Vec<Warm>>,
@@ -60,6 +63,19 @@ struct Warm {
     instance: Box<dyn SubscriberInstance>,
     /// How many deliveries it has answered.
     served: u32,
+    /// The generation of the version it is an instance of; an instance of
+    /// a version since replaced is never kept.
+    generation: u64,
+}
+
+impl Target {
+    /// The current version and its generation.
+    fn current(&self) -> (Arc<dyn SubscriberPre>, u64) {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }
 
 /// How many idle instances a reusing component keeps when its manifest
@@ -109,7 +125,7 @@ impl PubsubTrigger {
                 .map_or_else(default_idle_cap, |n| n as usize);
             targets.push(Target {
                 config: config.clone(),
-                pre,
+                current: RwLock::new((pre, 0)),
                 sandbox,
                 idle: Mutex::new(Vec::new()),
                 idle_cap,
@@ -120,6 +136,45 @@ impl PubsubTrigger {
             targets,
             metrics,
         })
+    }
+
+    /// Swaps in a new version of component `id` for every subscription it
+    /// serves, after checking that it exports a subscriber world; a version
+    /// that does not leaves the old one serving. Deliveries in flight
+    /// finish on the old version, and its kept instances are dropped.
+    /// Returns how many subscriptions now use it.
+    pub fn replace(&self, id: &str, loaded: &LoadedComponent) -> anyhow::Result<usize> {
+        let targets: Vec<&Target> = self
+            .targets
+            .iter()
+            .filter(|t| t.config.component == id)
+            .collect();
+        if targets.is_empty() {
+            return Ok(0);
+        }
+        let Some((world, pre)) = subscriber::detect(&loaded.pre, &loaded.exports) else {
+            bail!(
+                "component `{id}` serves subscriptions, but the new version exports no subscriber interface; it exports: {}; a subscriber exports one of: {}",
+                loaded.exports.join(", "),
+                subscriber::known_exports()
+            );
+        };
+        let pre = pre.map_err(|e| {
+            anyhow::anyhow!(
+                "the new version of component `{id}` exports the {} world, but its export does not match that world's WIT: {e:#}",
+                world.name
+            )
+        })?;
+        for target in &targets {
+            {
+                let mut current = target.current.write().unwrap_or_else(|e| e.into_inner());
+                *current = (pre.clone(), current.1 + 1);
+            }
+            // Dropped outside the lock: dropping a store frees its memory.
+            let stale = std::mem::take(&mut *target.idle.lock().unwrap_or_else(|e| e.into_inner()));
+            drop(stale);
+        }
+        Ok(targets.len())
     }
 
     /// The subscriptions, as the broker backend takes them.
@@ -148,8 +203,11 @@ impl PubsubTrigger {
         let limit = limits.timeout + HOST_TIMEOUT_SLACK;
         let reuses = limits.instance_reuse > 1;
         let admission = target.sandbox.admit().await;
+        let (pre, generation) = target.current();
         let idle = if reuses {
-            target.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()
+            let mut idle = target.idle.lock().unwrap_or_else(|e| e.into_inner());
+            idle.retain(|w| w.generation == generation);
+            idle.pop()
         } else {
             None
         };
@@ -166,11 +224,12 @@ impl PubsubTrigger {
                     let mut store =
                         self.engine
                             .admitted_store(&target.sandbox, Some(trace), admission)?;
-                    let instance = target.pre.instantiate(&mut store).await?;
+                    let instance = pre.instantiate(&mut store).await?;
                     Warm {
                         store,
                         instance,
                         served: 0,
+                        generation,
                     }
                 }
             };
@@ -187,7 +246,7 @@ impl PubsubTrigger {
             state.admission = None;
             state.trace = None;
             let mut idle = target.idle.lock().unwrap_or_else(|e| e.into_inner());
-            if idle.len() < target.idle_cap {
+            if idle.len() < target.idle_cap && warm.generation == target.current().1 {
                 idle.push(warm);
             }
         }
