@@ -205,7 +205,7 @@ fn a_refused_deploy_leaves_the_old_version_serving() {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(
         stderr
-            .contains("serves subscriptions, but the new version exports no subscriber interface"),
+            .contains("it serves subscriptions, so the new version must be a subscriber: component `live` exports no subscriber interface"),
         "{stderr}"
     );
     // And a subscriber for an HTTP route.

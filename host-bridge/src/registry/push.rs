@@ -47,9 +47,10 @@ pub async fn push(manifest: &Manifest, reference: &str, insecure: bool) -> anyho
         if let Some(table) = table.as_table_like_mut() {
             table.remove("build");
         }
-        components.insert(id.clone(), layer_digest.clone());
         // Two components may share one .wasm: one layer serves both.
-        if !layers.iter().any(|l| digest(&l.data) == layer_digest) {
+        let first_use = !components.values().any(|d| *d == layer_digest);
+        components.insert(id.clone(), layer_digest);
+        if first_use {
             layers.push(ImageLayer::new(
                 bytes,
                 WASM_MEDIA_TYPE.to_owned(),

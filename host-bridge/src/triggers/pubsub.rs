@@ -101,23 +101,14 @@ impl PubsubTrigger {
             let loaded = components.get(id).with_context(|| {
                 format!("component `{id}` of subscription {config} was not loaded")
             })?;
-            let Some((world, pre)) = subscriber::detect(&loaded.pre, &loaded.exports) else {
-                bail!(
-                    "component `{id}` subscribes to {}/{} in {} but exports no subscriber interface; it exports: {}; a subscriber exports one of: {}",
+            let pre = subscriber::subscriber_of(id, loaded).with_context(|| {
+                format!(
+                    "component `{id}` subscribes to {}/{} in {}",
                     config.pubsubname,
                     config.topic,
-                    manifest.path.display(),
-                    loaded.exports.join(", "),
-                    subscriber::known_exports()
-                );
-            };
-            let pre = pre.map_err(|e| {
-                anyhow::anyhow!(
-                    "component `{id}` exports the {} world, but its export does not match that world's WIT: {e:#}",
-                    world.name
+                    manifest.path.display()
                 )
             })?;
-            tracing::debug!(component = %id, world = world.name, "subscriber world");
             let sandbox = loaded.sandbox.clone();
             let idle_cap = sandbox
                 .limits
@@ -152,19 +143,8 @@ impl PubsubTrigger {
         if targets.is_empty() {
             return Ok(0);
         }
-        let Some((world, pre)) = subscriber::detect(&loaded.pre, &loaded.exports) else {
-            bail!(
-                "component `{id}` serves subscriptions, but the new version exports no subscriber interface; it exports: {}; a subscriber exports one of: {}",
-                loaded.exports.join(", "),
-                subscriber::known_exports()
-            );
-        };
-        let pre = pre.map_err(|e| {
-            anyhow::anyhow!(
-                "the new version of component `{id}` exports the {} world, but its export does not match that world's WIT: {e:#}",
-                world.name
-            )
-        })?;
+        let pre = subscriber::subscriber_of(id, loaded)
+            .context("it serves subscriptions, so the new version must be a subscriber")?;
         for target in &targets {
             {
                 let mut current = target.current.write().unwrap_or_else(|e| e.into_inner());

@@ -18,7 +18,7 @@ mod wasi_messaging;
 mod wasmcloud;
 
 use crate::contract::{self, Event, Status};
-use crate::engine::HostState;
+use crate::engine::{HostState, LoadedComponent};
 use async_trait::async_trait;
 use std::sync::Arc;
 use wasmtime::Store;
@@ -104,6 +104,26 @@ pub fn detect(
         .iter()
         .find(|w| exports.iter().any(|e| e.starts_with(w.export)))?;
     Some((world, (world.new)(pre.clone())))
+}
+
+/// The subscriber world of `loaded`, pre-instantiated; an error naming
+/// component `id` if it exports none, or exports one that does not match
+/// that world's WIT.
+pub fn subscriber_of(id: &str, loaded: &LoadedComponent) -> anyhow::Result<Arc<dyn SubscriberPre>> {
+    let Some((world, pre)) = detect(&loaded.pre, &loaded.exports) else {
+        anyhow::bail!(
+            "component `{id}` exports no subscriber interface; it exports: {}; a subscriber exports one of: {}",
+            loaded.exports.join(", "),
+            known_exports()
+        );
+    };
+    tracing::debug!(component = %id, world = world.name, "subscriber world");
+    pre.map_err(|e| {
+        anyhow::anyhow!(
+            "component `{id}` exports the {} world, but its export does not match that world's WIT: {e:#}",
+            world.name
+        )
+    })
 }
 
 /// The exports that make a component a subscriber, for error messages.
