@@ -10,7 +10,7 @@
 //! 2. the new version must fit every role the component has: a `wasi:http`
 //!    handler if it serves routes, a subscriber world if it serves
 //!    subscriptions;
-//! 3. only then is it swapped in, under one lock per component role.
+//! 3. only then is it swapped in, one deploy at a time.
 //!
 //! A failure at any step leaves the old version serving and says why.
 //! Requests and deliveries in flight finish on the version they started
@@ -103,21 +103,19 @@ impl Deployer {
     /// the new version of component `id`.
     pub async fn deploy(&self, id: &str, bytes: Vec<u8>) -> Result<Deployed, DeployError> {
         let (routes, _) = self.roles(id)?;
-        let component = &self.manifest.components[id];
         let _one_at_a_time = self.lock.lock().await;
         let new_digest = digest(&bytes);
         let started = Instant::now();
         let engine = self.engine.clone();
-        let component = component.clone();
+        let component = self.manifest.components[id].clone();
         let what = format!("the new version of `{id}` ({new_digest})");
-        let loaded = tokio::task::spawn_blocking(move || {
+        let mut loaded = tokio::task::spawn_blocking(move || {
             let bytes = core_module::component_bytes_of(bytes, &what)?;
             engine.load_bytes(&component, bytes)
         })
         .await
         .map_err(|e| DeployError::Invalid(e.into()))?
         .map_err(|e| DeployError::Invalid(anyhow::anyhow!("{e:#}")))?;
-        let mut loaded = loaded;
         if routes > 0 && loaded.http.is_none() {
             return Err(DeployError::Invalid(anyhow::anyhow!(
                 "component `{id}` serves HTTP routes, but the new version exports no wasi:http handler; it exports: {}",
