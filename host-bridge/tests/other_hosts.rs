@@ -429,3 +429,15 @@ fn an_import_host_bridge_does_not_provide_is_refused_naming_it() {
         "{stderr}"
     );
 }
+
+#[test]
+fn the_spin_apps_own_manifest_runs_unchanged_under_daprd_and_redis() {
+    let backing = Backing::start();
+    let mut app = DaprApp::start(
+        "spin-redis-app",
+        &spin_manifest("spin-redis-app"),
+        &backing.resources,
+        &["messages"],
+    );
+    check_spin_app(&mut app.host, "messages", "", "hello", true, 1);
+}
