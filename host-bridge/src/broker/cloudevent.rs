@@ -205,26 +205,9 @@ fn now() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::contract::{CloudeventOverrides, MessageMetadata};
 
     fn message(data: &[u8], content_type: Option<&str>) -> Message {
-        Message {
-            data: data.to_vec(),
-            content_type: content_type.map(str::to_owned),
-            metadata: MessageMetadata {
-                ttl_seconds: None,
-                raw_payload: false,
-                cloudevent: CloudeventOverrides {
-                    id: None,
-                    source: None,
-                    type_: None,
-                    subject: None,
-                    traceparent: None,
-                    tracestate: None,
-                },
-                extra: vec![],
-            },
-        }
+        Message::new(data.to_vec(), content_type.map(str::to_owned))
     }
 
     #[test]

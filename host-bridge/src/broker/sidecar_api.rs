@@ -14,7 +14,7 @@
 //! they would under Dapr, with no Dapr installed.
 
 use super::{Broker, StateStore};
-use crate::contract::{CloudeventOverrides, Message, MessageMetadata, PublishError};
+use crate::contract::{Message, PublishError};
 use crate::server::{self, Endpoint, Request, Response};
 use async_trait::async_trait;
 use http::{Method, StatusCode};
@@ -26,19 +26,8 @@ pub fn message_from_query(
     content_type: Option<String>,
     data: Vec<u8>,
 ) -> Result<Message, String> {
-    let mut metadata = MessageMetadata {
-        ttl_seconds: None,
-        raw_payload: false,
-        cloudevent: CloudeventOverrides {
-            id: None,
-            source: None,
-            type_: None,
-            subject: None,
-            traceparent: None,
-            tracestate: None,
-        },
-        extra: Vec::new(),
-    };
+    let mut message = Message::new(data, content_type);
+    let metadata = &mut message.metadata;
     for (name, value) in form_urlencoded::parse(query.as_bytes()) {
         let Some(key) = name.strip_prefix("metadata.") else {
             continue;
@@ -67,11 +56,7 @@ pub fn message_from_query(
             other => metadata.extra.push((other.to_owned(), value)),
         }
     }
-    Ok(Message {
-        data,
-        content_type,
-        metadata,
-    })
+    Ok(message)
 }
 
 /// The embedded backend's sidecar endpoints.

@@ -11,6 +11,30 @@
 //! which the trigger turns into RETRY or DROP by the component's
 //! `on_error`. A trap is never an answer: the trigger makes it RETRY.
 
+/// What every world's file shares: `pre`, which pre-instantiates a
+/// component with bindgen's `{World}Pre`, and [`SubscriberPre`] for it.
+/// Each file then implements [`SubscriberInstance`], the only part that
+/// differs: how one event is handed to the world's export.
+macro_rules! subscriber_pre {
+    ($pre:ident) => {
+        pub fn pre(
+            pre: wasmtime::component::InstancePre<crate::engine::HostState>,
+        ) -> wasmtime::Result<std::sync::Arc<dyn super::SubscriberPre>> {
+            Ok(std::sync::Arc::new($pre::new(pre)?))
+        }
+
+        #[async_trait::async_trait]
+        impl super::SubscriberPre for $pre<crate::engine::HostState> {
+            async fn instantiate(
+                &self,
+                store: &mut wasmtime::Store<crate::engine::HostState>,
+            ) -> wasmtime::Result<Box<dyn super::SubscriberInstance>> {
+                Ok(Box::new(self.instantiate_async(store).await?))
+            }
+        }
+    };
+}
+
 mod hostbridge;
 mod spin_legacy_redis;
 mod spin_redis;

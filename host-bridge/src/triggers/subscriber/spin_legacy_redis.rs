@@ -3,28 +3,14 @@
 //! data only. Components of this world are usually `wasm32-wasip1` core
 //! modules, made components when they load (see [`crate::engine`]).
 
-use super::{Answer, SubscriberInstance, SubscriberPre, answer};
+use super::{Answer, SubscriberInstance, answer};
 use crate::contract::Event;
 use crate::contract::spin_legacy_redis::{SpinLegacyRedisSubscriber, SpinLegacyRedisSubscriberPre};
 use crate::engine::HostState;
 use async_trait::async_trait;
-use std::sync::Arc;
 use wasmtime::Store;
-use wasmtime::component::InstancePre;
 
-pub fn pre(pre: InstancePre<HostState>) -> wasmtime::Result<Arc<dyn SubscriberPre>> {
-    Ok(Arc::new(SpinLegacyRedisSubscriberPre::new(pre)?))
-}
-
-#[async_trait]
-impl SubscriberPre for SpinLegacyRedisSubscriberPre<HostState> {
-    async fn instantiate(
-        &self,
-        store: &mut Store<HostState>,
-    ) -> wasmtime::Result<Box<dyn SubscriberInstance>> {
-        Ok(Box::new(self.instantiate_async(store).await?))
-    }
-}
+subscriber_pre!(SpinLegacyRedisSubscriberPre);
 
 #[async_trait]
 impl SubscriberInstance for SpinLegacyRedisSubscriber {

@@ -4,28 +4,14 @@
 //! accessor. The guest sees the data only: not the topic, the content
 //! type or any CloudEvent attribute.
 
-use super::{Answer, SubscriberInstance, SubscriberPre, answer};
+use super::{Answer, SubscriberInstance, answer};
 use crate::contract::Event;
 use crate::contract::spin_redis::{SpinRedisSubscriber, SpinRedisSubscriberPre};
 use crate::engine::HostState;
 use async_trait::async_trait;
-use std::sync::Arc;
 use wasmtime::Store;
-use wasmtime::component::InstancePre;
 
-pub fn pre(pre: InstancePre<HostState>) -> wasmtime::Result<Arc<dyn SubscriberPre>> {
-    Ok(Arc::new(SpinRedisSubscriberPre::new(pre)?))
-}
-
-#[async_trait]
-impl SubscriberPre for SpinRedisSubscriberPre<HostState> {
-    async fn instantiate(
-        &self,
-        store: &mut Store<HostState>,
-    ) -> wasmtime::Result<Box<dyn SubscriberInstance>> {
-        Ok(Box::new(self.instantiate_async(store).await?))
-    }
-}
+subscriber_pre!(SpinRedisSubscriberPre);
 
 #[async_trait]
 impl SubscriberInstance for SpinRedisSubscriber {

@@ -8,30 +8,16 @@
 //!   `pubsubname`, and `subject`, `time`, `traceparent` and `tracestate`
 //!   when set, then every other attribute and delivery metadata entry.
 
-use super::{Answer, SubscriberInstance, SubscriberPre, answer};
+use super::{Answer, SubscriberInstance, answer};
 use crate::contract::Event;
 use crate::contract::wasi_messaging::{
     HostMessage, WasiMessagingSubscriber, WasiMessagingSubscriberPre,
 };
 use crate::engine::HostState;
 use async_trait::async_trait;
-use std::sync::Arc;
 use wasmtime::Store;
-use wasmtime::component::InstancePre;
 
-pub fn pre(pre: InstancePre<HostState>) -> wasmtime::Result<Arc<dyn SubscriberPre>> {
-    Ok(Arc::new(WasiMessagingSubscriberPre::new(pre)?))
-}
-
-#[async_trait]
-impl SubscriberPre for WasiMessagingSubscriberPre<HostState> {
-    async fn instantiate(
-        &self,
-        store: &mut Store<HostState>,
-    ) -> wasmtime::Result<Box<dyn SubscriberInstance>> {
-        Ok(Box::new(self.instantiate_async(store).await?))
-    }
-}
+subscriber_pre!(WasiMessagingSubscriberPre);
 
 #[async_trait]
 impl SubscriberInstance for WasiMessagingSubscriber {

@@ -3,28 +3,14 @@
 //! empty: Dapr's pub/sub has no reply subjects. CloudEvent attributes,
 //! the content type and the trace context have no place in the record.
 
-use super::{Answer, SubscriberInstance, SubscriberPre, answer};
+use super::{Answer, SubscriberInstance, answer};
 use crate::contract::Event;
 use crate::contract::wasmcloud::{BrokerMessage, WasmcloudSubscriber, WasmcloudSubscriberPre};
 use crate::engine::HostState;
 use async_trait::async_trait;
-use std::sync::Arc;
 use wasmtime::Store;
-use wasmtime::component::InstancePre;
 
-pub fn pre(pre: InstancePre<HostState>) -> wasmtime::Result<Arc<dyn SubscriberPre>> {
-    Ok(Arc::new(WasmcloudSubscriberPre::new(pre)?))
-}
-
-#[async_trait]
-impl SubscriberPre for WasmcloudSubscriberPre<HostState> {
-    async fn instantiate(
-        &self,
-        store: &mut Store<HostState>,
-    ) -> wasmtime::Result<Box<dyn SubscriberInstance>> {
-        Ok(Box::new(self.instantiate_async(store).await?))
-    }
-}
+subscriber_pre!(WasmcloudSubscriberPre);
 
 #[async_trait]
 impl SubscriberInstance for WasmcloudSubscriber {
