@@ -8,7 +8,7 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 
 LISTEN ?= 127.0.0.1:3000
 
-.PHONY: up test soak fuzz bench bench-smoke setup setup-dapr setup-bench setup-guests guests
+.PHONY: up test soak fuzz bench bench-smoke compose setup setup-dapr setup-bench setup-wasmtime setup-wac setup-guests guests
 
 ## Set up, build the guests and the host, and run the orders app.
 up: setup
@@ -16,8 +16,8 @@ up: setup
 	./target/release/host-bridge up --build --listen $(LISTEN)
 
 ## Set up and run all the tests (unit, end-to-end embedded, end-to-end under real Dapr).
-test: setup setup-dapr setup-guests
-	cargo test -p host-bridge -p orders
+test: setup setup-dapr setup-guests setup-wac setup-wasmtime
+	WAC=$(WAC) WASMTIME=$(WASMTIME) cargo test -p host-bridge -p orders
 
 ## The five-minute soak through daprd and Redis (make test runs 30 s of it).
 soak: setup setup-dapr
@@ -33,20 +33,52 @@ bench: setup setup-dapr setup-guests setup-bench
 	WASMTIME=$(WASMTIME) cargo bench -p host-bridge --bench load
 
 ## Every section of the harness, briefly, failing on any error; results go
-## to target/bench/ and BENCHMARKS.md is left alone. CI runs it; it compares
-## with wasmtime serve only if wasmtime-cli is already installed.
+## to target/bench/ and BENCHMARKS.md is left alone. CI runs it after
+## `make test`, which installs wasmtime-cli, so it compares with wasmtime serve too.
 bench-smoke: setup setup-dapr setup-guests
 	BENCH_SMOKE=1 WASMTIME=$(WASMTIME) cargo bench -p host-bridge --bench load
 
 ## wasmtime-cli, the reference wasi:http runtime, at the wasmtime version
-## host-bridge embeds, installed once outside the repo.
+## host-bridge embeds, installed once outside the repo with only what
+## `wasmtime run` and `wasmtime serve` need (all its features took 40 min to
+## build on 2 cores; these take about MINUTES).
 WASMTIME_VERSION := 48.0.8
-WASMTIME_ROOT := $(HOME)/.cache/host-bridge/tools/wasmtime-$(WASMTIME_VERSION)
+WASMTIME_FEATURES := run,serve,cranelift,component-model-async,parallel-compilation,cache,pooling-allocator
+WASMTIME_ROOT := $(HOME)/.cache/host-bridge/tools/wasmtime-serve-$(WASMTIME_VERSION)
 WASMTIME := $(WASMTIME_ROOT)/bin/wasmtime
-setup-bench:
+setup-wasmtime:
 	@test -x $(WASMTIME) \
-		|| { echo "installing wasmtime-cli $(WASMTIME_VERSION) into $(WASMTIME_ROOT) (once; it took 40 min on 2 cores shared with other builds)"; \
-		     cargo install --locked wasmtime-cli --version $(WASMTIME_VERSION) --root $(WASMTIME_ROOT); }
+		|| { echo "installing wasmtime-cli $(WASMTIME_VERSION) (run and serve only) into $(WASMTIME_ROOT), once"; \
+		     cargo install --locked wasmtime-cli --version $(WASMTIME_VERSION) --no-default-features \
+		       --features $(WASMTIME_FEATURES) --root $(WASMTIME_ROOT); }
+setup-bench: setup-wasmtime
+
+## wac, the component composition tool, installed once outside the repo
+## (without its registry client: compose works on local files).
+WAC_VERSION := 0.12.0
+WAC_ROOT := $(HOME)/.cache/host-bridge/tools/wac-$(WAC_VERSION)
+WAC := $(WAC_ROOT)/bin/wac
+setup-wac:
+	@test -x $(WAC) \
+		|| { echo "installing wac-cli $(WAC_VERSION) into $(WAC_ROOT), once"; \
+		     cargo install --locked wac-cli --version $(WAC_VERSION) --no-default-features --root $(WAC_ROOT); }
+
+## Compose the orders app into two standalone components for any wasi:http
+## runtime next to daprd, in target/composed/: order-api.wasm (the API with
+## the publisher plug) and order-processor.wasm (the app-protocol adapter in
+## front of the processor, with the publisher plug). See the README.
+COMPOSED := target/composed
+compose: setup setup-wac
+	cargo build --release --target wasm32-wasip2 -p order-api -p order-processor -p publisher-plug -p app-protocol-adapter
+	@mkdir -p $(COMPOSED)
+	$(WAC) plug target/wasm32-wasip2/release/order_api.wasm \
+		--plug target/wasm32-wasip2/release/publisher_plug.wasm -o $(COMPOSED)/order-api.wasm
+	$(WAC) plug target/wasm32-wasip2/release/order_processor.wasm \
+		--plug target/wasm32-wasip2/release/publisher_plug.wasm -o $(COMPOSED)/order-processor-plugged.wasm
+	$(WAC) plug target/wasm32-wasip2/release/app_protocol_adapter.wasm \
+		--plug $(COMPOSED)/order-processor-plugged.wasm -o $(COMPOSED)/order-processor.wasm
+	@rm $(COMPOSED)/order-processor-plugged.wasm
+	@echo "composed: $(COMPOSED)/order-api.wasm $(COMPOSED)/order-processor.wasm"
 
 ## Fuzz each parser of untrusted input (CloudEvents, bulk envelopes, the
 ## manifest, routes) for FUZZ_SECONDS each, with cargo-fuzz on nightly

@@ -178,7 +178,7 @@ impl Tools {
                 let home = std::env::var_os("HOME")?;
                 Some(
                     PathBuf::from(home)
-                        .join(".cache/host-bridge/tools/wasmtime-48.0.8/bin/wasmtime"),
+                        .join(".cache/host-bridge/tools/wasmtime-serve-48.0.8/bin/wasmtime"),
                 )
             })
             .filter(|p| p.exists());
