@@ -18,10 +18,12 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 fn wasmtime() -> PathBuf {
-    let path = std::env::var_os("WASMTIME").map(PathBuf::from).unwrap_or_else(|| {
-        let home = std::env::var_os("HOME").expect("HOME is not set");
-        Path::new(&home).join(".cache/host-bridge/tools/wasmtime-serve-48.0.8/bin/wasmtime")
-    });
+    let path = std::env::var_os("WASMTIME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME").expect("HOME is not set");
+            Path::new(&home).join(".cache/host-bridge/tools/wasmtime-serve-48.0.8/bin/wasmtime")
+        });
     assert!(
         path.is_file(),
         "{} is missing: run `make test` (or `make setup-wasmtime`), which installs wasmtime-cli 48.0.8",
@@ -47,15 +49,17 @@ fn compose() -> &'static Path {
 }
 
 /// `wasmtime serve` of `wasm` on `port`, as the README runs it: `-Scli` for
-/// the environment and stderr, and a fresh instance per request, as
-/// host-bridge gives every delivery.
+/// the environment and stderr, a fresh instance per request, as host-bridge
+/// gives every delivery, and host-bridge's limits of the orders app (5 s
+/// per call, 64 MiB of memory).
 fn serve(wasm: &Path, port: u16, env: &[(&str, String)], log_dir: &Path) -> Process {
     let mut command = Command::new(wasmtime());
     command
         .arg("serve")
         .args(["--addr", &format!("127.0.0.1:{port}")])
         .arg("-Scli")
-        .args(["--max-instance-reuse-count", "1"]);
+        .args(["--max-instance-reuse-count", "1"])
+        .args(["-W", "timeout=5s", "-W", "max-memory-size=67108864"]);
     for (name, value) in env {
         command.args(["--env", &format!("{name}={value}")]);
     }
@@ -64,11 +68,7 @@ fn serve(wasm: &Path, port: u16, env: &[(&str, String)], log_dir: &Path) -> Proc
         "wasmtime serve {} on port {port}",
         wasm.file_name().unwrap().to_string_lossy()
     );
-    let mut process = Process::spawn(
-        command,
-        name,
-        &log_dir.join(format!("wasmtime-{port}.log")),
-    );
+    let mut process = Process::spawn(command, name, &log_dir.join(format!("wasmtime-{port}.log")));
     process.wait_for_line("Serving HTTP on", Duration::from_secs(60));
     process
 }
@@ -84,14 +84,23 @@ fn the_composed_orders_app_runs_under_wasmtime_serve_next_to_daprd() {
     // them: one serves the API, the other subscribes. Sharing the app id
     // shares the state keys (`orders||order-{id}`), so the API reads what
     // the processor saved, as it does under host-bridge.
-    let processor_daprd = Daprd::start("orders", processor_port, &backing.resources, logs.path(), &[]);
+    let processor_daprd = Daprd::start(
+        "orders",
+        processor_port,
+        &backing.resources,
+        logs.path(),
+        &[],
+    );
     let mut processor = serve(
         &composed.join("order-processor.wasm"),
         processor_port,
         &[
             ("DAPR_HTTP_PORT", processor_daprd.http_port.to_string()),
             ("SUBSCRIBE_TOPICS", "orders".to_owned()),
-            ("SUBSCRIBE_DEAD_LETTER_TOPIC", "orders-deadletter".to_owned()),
+            (
+                "SUBSCRIBE_DEAD_LETTER_TOPIC",
+                "orders-deadletter".to_owned(),
+            ),
         ],
         logs.path(),
     );
@@ -106,7 +115,8 @@ fn the_composed_orders_app_runs_under_wasmtime_serve_next_to_daprd() {
     let api_url = format!("http://127.0.0.1:{api_port}");
 
     // The composed API publishes through the plug and daprd...
-    let order = r#"{"orderId":"w-1","customer":"ada","items":[{"sku":"book","qty":2,"price":12.5}]}"#;
+    let order =
+        r#"{"orderId":"w-1","customer":"ada","items":[{"sku":"book","qty":2,"price":12.5}]}"#;
     let response = client()
         .post(format!("{api_url}/orders"))
         .header("content-type", "application/json")
@@ -120,7 +130,10 @@ fn the_composed_orders_app_runs_under_wasmtime_serve_next_to_daprd() {
     // plug's `get`.
     let mut processed = Value::Null;
     wait_until(Duration::from_secs(30), "the order to be processed", || {
-        let response = client().get(format!("{api_url}/orders/w-1")).send().unwrap();
+        let response = client()
+            .get(format!("{api_url}/orders/w-1"))
+            .send()
+            .unwrap();
         if response.status() != 200 {
             return false;
         }
@@ -137,7 +150,10 @@ fn the_composed_orders_app_runs_under_wasmtime_serve_next_to_daprd() {
     );
     // daprd holds what the API showed: the plug did not answer from anywhere else.
     let stored: Value = client()
-        .get(format!("{}/v1.0/state/statestore/order-w-1", processor_daprd.url))
+        .get(format!(
+            "{}/v1.0/state/statestore/order-w-1",
+            processor_daprd.url
+        ))
         .send()
         .unwrap()
         .json()
@@ -145,7 +161,10 @@ fn the_composed_orders_app_runs_under_wasmtime_serve_next_to_daprd() {
     assert_eq!(stored, processed);
 
     // An unknown order is a 404: daprd's 204 for a missing key is `none`.
-    let missing = client().get(format!("{api_url}/orders/w-404")).send().unwrap();
+    let missing = client()
+        .get(format!("{api_url}/orders/w-404"))
+        .send()
+        .unwrap();
     assert_eq!(missing.status(), 404);
 
     // A payload the processor cannot read is DROPped by the adapter's
@@ -158,29 +177,39 @@ fn the_composed_orders_app_runs_under_wasmtime_serve_next_to_daprd() {
         .unwrap();
     assert_eq!(published.status(), 204);
     processor.wait_for_line("order-processor: dropping event", Duration::from_secs(30));
-    wait_until(Duration::from_secs(30), "the dropped event in orders-deadletter", || {
-        let out = Command::new("redis-cli")
-            .args(["-p", &backing.redis.port.to_string()])
-            .args(["XRANGE", "orders-deadletter", "-", "+"])
-            .output()
-            .expect("cannot run redis-cli");
-        String::from_utf8_lossy(&out.stdout).contains("w-bad")
-    });
+    wait_until(
+        Duration::from_secs(30),
+        "the dropped event in orders-deadletter",
+        || {
+            let out = Command::new("redis-cli")
+                .args(["-p", &backing.redis.port.to_string()])
+                .args(["XRANGE", "orders-deadletter", "-", "+"])
+                .output()
+                .expect("cannot run redis-cli");
+            String::from_utf8_lossy(&out.stdout).contains("w-bad")
+        },
+    );
 
     // Everything ran in the two wasmtime processes: both still serve.
     assert!(processor.is_running() && api.is_running());
     assert_eq!(
-        client().get(format!("{api_url}/orders/w-1")).send().unwrap().status(),
+        client()
+            .get(format!("{api_url}/orders/w-1"))
+            .send()
+            .unwrap()
+            .status(),
         200
     );
 }
 
 /// `wac plug`, as `make compose` runs it, for a composition of the test's own.
 fn plug(socket: &Path, plug: &Path, out: &Path) {
-    let wac = std::env::var_os("WAC").map(PathBuf::from).unwrap_or_else(|| {
-        let home = std::env::var_os("HOME").expect("HOME is not set");
-        Path::new(&home).join(".cache/host-bridge/tools/wac-0.12.0/bin/wac")
-    });
+    let wac = std::env::var_os("WAC")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME").expect("HOME is not set");
+            Path::new(&home).join(".cache/host-bridge/tools/wac-0.12.0/bin/wac")
+        });
     let status = Command::new(&wac)
         .arg("plug")
         .arg(socket)
@@ -189,7 +218,12 @@ fn plug(socket: &Path, plug: &Path, out: &Path) {
         .arg("-o")
         .arg(out)
         .status()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e} (`make setup-wac` installs it)", wac.display()));
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {}: {e} (`make setup-wac` installs it)",
+                wac.display()
+            )
+        });
     assert!(status.success(), "wac plug {} failed", socket.display());
 }
 
@@ -203,7 +237,7 @@ fn state_text(daprd: &Daprd, key: &str) -> Option<String> {
 }
 
 #[test]
-fn under_wasmtime_serve_retry_and_traps_are_redelivered_and_bytes_arrive_exact() {
+fn under_wasmtime_serve_events_arrive_exact_and_retry_traps_and_loops_are_redelivered() {
     compose();
     let release = workspace().join("target/wasm32-wasip2/release");
     common::guests();
@@ -215,7 +249,11 @@ fn under_wasmtime_serve_retry_and_traps_are_redelivered_and_bytes_arrive_exact()
         &release.join("publisher_plug.wasm"),
         &plugged,
     );
-    plug(&release.join("app_protocol_adapter.wasm"), &plugged, &composed);
+    plug(
+        &release.join("app_protocol_adapter.wasm"),
+        &plugged,
+        &composed,
+    );
 
     let backing = Backing::start();
     let port = free_port();
@@ -225,11 +263,14 @@ fn under_wasmtime_serve_retry_and_traps_are_redelivered_and_bytes_arrive_exact()
         port,
         &[
             ("DAPR_HTTP_PORT", daprd.http_port.to_string()),
-            ("SUBSCRIBE_TOPICS", "record-w,flaky-w,trap-w".to_owned()),
+            (
+                "SUBSCRIBE_TOPICS",
+                "record-w,flaky-w,trap-w,loop-w,store-w".to_owned(),
+            ),
         ],
         dir.path(),
     );
-    daprd.wait_for_subscriptions(&["record-w", "flaky-w", "trap-w"]);
+    daprd.wait_for_subscriptions(&["record-w", "flaky-w", "trap-w", "loop-w", "store-w"]);
     let publish = |topic: &str, id: &str, content_type: &str, body: Vec<u8>| {
         let response = client()
             .post(format!(
@@ -237,7 +278,10 @@ fn under_wasmtime_serve_retry_and_traps_are_redelivered_and_bytes_arrive_exact()
                 daprd.url
             ))
             .header("content-type", content_type)
-            .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+            .header(
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            )
             .body(body)
             .send()
             .unwrap();
@@ -246,17 +290,24 @@ fn under_wasmtime_serve_retry_and_traps_are_redelivered_and_bytes_arrive_exact()
 
     // Binary data crosses daprd (as `data_base64`) and the adapter byte for byte.
     let bytes: Vec<u8> = (0..=255u8).rev().collect();
-    publish("record-w", "bin-1", "application/octet-stream", bytes.clone());
+    publish(
+        "record-w",
+        "bin-1",
+        "application/octet-stream",
+        bytes.clone(),
+    );
     let mut record = Value::Null;
-    wait_until(Duration::from_secs(30), "the binary event to be recorded", || {
-        match state_text(&daprd, "received-bin-1") {
+    wait_until(
+        Duration::from_secs(30),
+        "the binary event to be recorded",
+        || match state_text(&daprd, "received-bin-1") {
             Some(text) => {
                 record = serde_json::from_str(&text).unwrap();
                 true
             }
             None => false,
-        }
-    });
+        },
+    );
     assert_eq!(record["data_hex"], hex_of(&bytes));
     assert_eq!(record["datacontenttype"], "application/octet-stream");
     assert_eq!(record["topic"], "record-w");
@@ -269,28 +320,84 @@ fn under_wasmtime_serve_retry_and_traps_are_redelivered_and_bytes_arrive_exact()
         "{record}"
     );
 
+    // State goes through daprd's HTTP state API: a JSON value is saved as
+    // daprd re-encodes it (keys sorted, spacing and `2.50` gone), and a value
+    // that is not JSON is refused, never saved changed: the guest's RETRY
+    // brings it back until daprd's retries run out.
+    publish(
+        "store-w",
+        "json-1",
+        "application/json",
+        br#"{"b": 1, "a": [1, 2.50]}"#.to_vec(),
+    );
+    publish("store-w", "text-1", "text/plain", b"plain text".to_vec());
+    wait_until(
+        Duration::from_secs(30),
+        "the JSON value to be saved",
+        || state_text(&daprd, "stored-json-1").is_some(),
+    );
+    assert_eq!(
+        state_text(&daprd, "stored-json-1").as_deref(),
+        Some(r#"{"a":[1,2.5],"b":1}"#)
+    );
+    wait_until(
+        Duration::from_secs(30),
+        "the text value to be retried",
+        || {
+            state_text(&daprd, "attempts-text-1")
+                .and_then(|n| n.parse::<u32>().ok())
+                .is_some_and(|n| n >= 2)
+        },
+    );
+    assert_eq!(state_text(&daprd, "stored-text-1"), None);
+
     // RETRY is redelivered by daprd (components/resiliency.yaml) until the
     // guest answers SUCCESS on its third attempt.
     publish("flaky-w", "flaky-1", "text/plain", b"again".to_vec());
-    wait_until(Duration::from_secs(30), "three attempts of the flaky event", || {
-        state_text(&daprd, "attempts-flaky-1").as_deref() == Some("3")
-    });
+    wait_until(
+        Duration::from_secs(30),
+        "three attempts of the flaky event",
+        || state_text(&daprd, "attempts-flaky-1").as_deref() == Some("3"),
+    );
 
     // A trap fails the request with a 500, which daprd redelivers: the
     // message is not lost, and wasmtime serve keeps serving.
     publish("trap-w", "trap-1", "text/plain", b"boom".to_vec());
-    wait_until(Duration::from_secs(30), "the trapped event to be redelivered", || {
-        state_text(&daprd, "attempts-trap-1")
-            .and_then(|n| n.parse::<u32>().ok())
-            .is_some_and(|n| n >= 2)
-    });
+    wait_until(
+        Duration::from_secs(30),
+        "the trapped event to be redelivered",
+        || {
+            state_text(&daprd, "attempts-trap-1")
+                .and_then(|n| n.parse::<u32>().ok())
+                .is_some_and(|n| n >= 2)
+        },
+    );
     app.wait_for_line("wasm trap", Duration::from_secs(5));
     assert!(app.is_running());
-    publish("record-w", "after-trap", "application/json", br#"{"ok":true}"#.to_vec());
+
+    // So does a guest that loops forever, once `-W timeout` stops it.
+    publish("loop-w", "loop-1", "text/plain", b"spin".to_vec());
+    wait_until(
+        Duration::from_secs(40),
+        "the looping event to be redelivered",
+        || {
+            state_text(&daprd, "attempts-loop-1")
+                .and_then(|n| n.parse::<u32>().ok())
+                .is_some_and(|n| n >= 2)
+        },
+    );
+    assert!(app.is_running());
+    publish(
+        "record-w",
+        "after-trap",
+        "application/json",
+        br#"{"ok":true}"#.to_vec(),
+    );
     wait_until(Duration::from_secs(30), "an event after the traps", || {
         state_text(&daprd, "received-after-trap").is_some()
     });
-    let after: Value = serde_json::from_str(&state_text(&daprd, "received-after-trap").unwrap()).unwrap();
+    let after: Value =
+        serde_json::from_str(&state_text(&daprd, "received-after-trap").unwrap()).unwrap();
     assert_eq!(after["data_hex"], hex_of(br#"{"ok":true}"#));
 }
 

@@ -78,8 +78,8 @@ pub fn read(content_type: &str, body: &[u8]) -> Result<Event, String> {
     event.metadata = fields
         .into_iter()
         .map(|(name, raw)| {
-            let value = serde_json::from_str::<String>(raw.get())
-                .unwrap_or_else(|_| raw.get().to_owned());
+            let value =
+                serde_json::from_str::<String>(raw.get()).unwrap_or_else(|_| raw.get().to_owned());
             (name, value)
         })
         .collect();

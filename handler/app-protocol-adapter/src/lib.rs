@@ -98,7 +98,9 @@ fn deliver(
             subscriber::handle(&event)
         }
         Err(reason) => {
-            eprintln!("app-protocol-adapter: topic {topic}: undeliverable event, answering DROP: {reason}");
+            eprintln!(
+                "app-protocol-adapter: topic {topic}: undeliverable event, answering DROP: {reason}"
+            );
             Status::Drop
         }
     };

@@ -25,6 +25,7 @@ wit_bindgen::generate!({ path: "../../wit", world: "publisher-plug" });
 
 use exports::hostbridge::pubsub::{publisher, state};
 use hostbridge::pubsub::types::{BulkEntry, FailedEntry, Message, PublishError, StateError};
+use serde_json::value::RawValue;
 use sidecar::{Answer, Sidecar};
 use wasip2::http::types::Method;
 
@@ -97,17 +98,27 @@ impl publisher::Guest for Plug {
                         Some("application/json"),
                         sent_body.as_bytes(),
                     )
-                    .map_err(|e| format!("cannot reach the Dapr sidecar at {}: {e}", sidecar.address()))
+                    .map_err(|e| {
+                        format!(
+                            "cannot reach the Dapr sidecar at {}: {e}",
+                            sidecar.address()
+                        )
+                    })
             });
             match outcome {
                 Err(reason) => failed.extend(fail_all(&sent, PublishError::Unavailable(reason))),
                 Ok(answer) if is_success(answer.status) => {}
-                Ok(answer) => failed.extend(bulk_failures(&answer).unwrap_or_else(|| {
-                    fail_all(&sent, publish_error(&answer))
-                })),
+                Ok(answer) => failed.extend(
+                    bulk_failures(&answer)
+                        .unwrap_or_else(|| fail_all(&sent, publish_error(&answer))),
+                ),
             }
         }
-        if failed.is_empty() { Ok(()) } else { Err(failed) }
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(failed)
+        }
     }
 }
 
@@ -127,17 +138,27 @@ impl state::Guest for Plug {
     }
 
     fn save(store: String, key: String, value: Vec<u8>) -> Result<(), StateError> {
-        let json: serde_json::Value = serde_json::from_slice(&value).map_err(|_| {
+        // The value's own JSON text goes out unchanged; only daprd may re-encode it.
+        let json: &RawValue = serde_json::from_slice(&value).map_err(|_| {
             StateError::InvalidRequest(format!(
                 "the value for `{key}` is not JSON, and daprd's HTTP state API stores JSON values \
                  only; it was not saved (host-bridge's own Dapr backend stores any bytes)"
             ))
         })?;
         let sidecar = Sidecar::from_env().map_err(StateError::Unavailable)?;
-        let body = serde_json::json!([{ "key": key, "value": json }]).to_string();
+        let body = format!(
+            r#"[{{"key":{},"value":{}}}]"#,
+            serde_json::Value::String(key),
+            json.get()
+        );
         let path = format!("/v1.0/state/{}", encode(&store));
         let answer = sidecar
-            .call(Method::Post, &path, Some("application/json"), body.as_bytes())
+            .call(
+                Method::Post,
+                &path,
+                Some("application/json"),
+                body.as_bytes(),
+            )
             .map_err(|e| unreachable(&sidecar, e, StateError::Unavailable))?;
         if is_success(answer.status) {
             Ok(())
@@ -307,7 +328,8 @@ fn publish_error(answer: &Answer) -> PublishError {
 fn state_error(answer: &Answer) -> StateError {
     let text = String::from_utf8_lossy(&answer.body);
     let reason = reason(answer);
-    if text.contains("ERR_STATE_STORE_NOT_FOUND") || text.contains("ERR_STATE_STORES_NOT_CONFIGURED")
+    if text.contains("ERR_STATE_STORE_NOT_FOUND")
+        || text.contains("ERR_STATE_STORES_NOT_CONFIGURED")
     {
         StateError::UnknownStore(reason)
     } else if answer.status == 400 {

@@ -97,11 +97,13 @@ impl Sidecar {
         if let Some(token) = &self.token {
             headers.push(("dapr-api-token".into(), token.as_bytes().to_vec()));
         }
-        let headers = Fields::from_list(&headers)
-            .map_err(|e| format!("a header cannot be sent: {e:?}"))?;
+        let headers =
+            Fields::from_list(&headers).map_err(|e| format!("a header cannot be sent: {e:?}"))?;
         let request = OutgoingRequest::new(headers);
         let refused = |what: &str| format!("the request's {what} was refused");
-        request.set_method(&method).map_err(|()| refused("method"))?;
+        request
+            .set_method(&method)
+            .map_err(|()| refused("method"))?;
         request
             .set_scheme(Some(&self.scheme))
             .map_err(|()| refused("scheme"))?;
