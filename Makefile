@@ -41,7 +41,7 @@ bench-smoke: setup setup-dapr setup-guests
 ## wasmtime-cli, the reference wasi:http runtime, at the wasmtime version
 ## host-bridge embeds, installed once outside the repo with only what
 ## `wasmtime run` and `wasmtime serve` need (all its features took 40 min to
-## build on 2 cores; these take about MINUTES).
+## build on 2 cores; these took 9 min).
 WASMTIME_VERSION := 48.0.8
 WASMTIME_FEATURES := run,serve,cranelift,component-model-async,parallel-compilation,cache,pooling-allocator
 WASMTIME_ROOT := $(HOME)/.cache/host-bridge/tools/wasmtime-serve-$(WASMTIME_VERSION)
