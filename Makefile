@@ -133,6 +133,6 @@ setup-dapr:
 
 ## Build the guest components only.
 guests: setup
-	cargo build --release --target wasm32-wasip2 -p order-api -p order-processor -p dead-letter -p test-subscriber -p hello -p order-processor-http \
+	cargo build --release --target wasm32-wasip2 -p order-api -p order-processor -p dead-letter -p test-subscriber -p hello -p order-processor-http -p publisher-plug -p app-protocol-adapter \
 		-p spin-redis-app -p wasi-messaging-subscriber -p wasmcloud-subscriber
 	cargo build --release --target wasm32-wasip1 -p legacy-spin-redis

@@ -399,6 +399,29 @@ fn under_wasmtime_serve_events_arrive_exact_and_retry_traps_and_loops_are_redeli
     let after: Value =
         serde_json::from_str(&state_text(&daprd, "received-after-trap").unwrap()).unwrap();
     assert_eq!(after["data_hex"], hex_of(br#"{"ok":true}"#));
+
+    // Straight to the adapter, as daprd would call it: an event that cannot
+    // be read is DROP (it would not read better later), and a bulk delivery,
+    // which the adapter does not serve, is a 500, so daprd retries its
+    // entries instead of losing them.
+    let app_url = format!("http://127.0.0.1:{port}");
+    let deliver = |body: &str| {
+        let response = client()
+            .post(format!("{app_url}/events/record-w"))
+            .header("content-type", "application/cloudevents+json")
+            .body(body.to_owned())
+            .send()
+            .unwrap();
+        (response.status().as_u16(), response.text().unwrap())
+    };
+    let (status, body) = deliver(r#"{"specversion":"1.0","data":"no id"}"#);
+    assert_eq!((status, body.as_str()), (200, r#"{"status":"DROP"}"#));
+    let (status, body) =
+        deliver(r#"{"id":"b","type":"com.dapr.event.sent.bulk","topic":"record-w","entries":[]}"#);
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("bulkSubscribe"), "{body}");
+    let health = client().get(format!("{app_url}/healthz")).send().unwrap();
+    assert_eq!(health.status(), 200);
 }
 
 fn hex_of(bytes: &[u8]) -> String {
