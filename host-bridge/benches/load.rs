@@ -172,16 +172,7 @@ impl Tools {
             "order-processor-http",
         ]);
         cargo(&["build", "--release", "-p", "native-baseline"]);
-        let wasmtime = std::env::var_os("WASMTIME")
-            .map(PathBuf::from)
-            .or_else(|| {
-                let home = std::env::var_os("HOME")?;
-                Some(
-                    PathBuf::from(home)
-                        .join(".cache/host-bridge/tools/wasmtime-serve-48.0.8/bin/wasmtime"),
-                )
-            })
-            .filter(|p| p.exists());
+        let wasmtime = common::wasmtime_cli();
         if wasmtime.is_none() {
             eprintln!(
                 "bench: no wasmtime 48.0.8 found (set WASMTIME, or run `make bench`, which installs it); \

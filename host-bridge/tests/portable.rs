@@ -18,18 +18,9 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 fn wasmtime() -> PathBuf {
-    let path = std::env::var_os("WASMTIME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME").expect("HOME is not set");
-            Path::new(&home).join(".cache/host-bridge/tools/wasmtime-serve-48.0.8/bin/wasmtime")
-        });
-    assert!(
-        path.is_file(),
-        "{} is missing: run `make test` (or `make setup-wasmtime`), which installs wasmtime-cli 48.0.8",
-        path.display()
-    );
-    path
+    common::wasmtime_cli().expect(
+        "wasmtime-cli 48.0.8 is missing: run `make test` (or `make setup-wasmtime`), which installs it",
+    )
 }
 
 /// Runs the README's composition command, once per test run, and returns
@@ -204,12 +195,8 @@ fn the_composed_orders_app_runs_under_wasmtime_serve_next_to_daprd() {
 
 /// `wac plug`, as `make compose` runs it, for a composition of the test's own.
 fn plug(socket: &Path, plug: &Path, out: &Path) {
-    let wac = std::env::var_os("WAC")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME").expect("HOME is not set");
-            Path::new(&home).join(".cache/host-bridge/tools/wac-0.12.0/bin/wac")
-        });
+    let wac = common::installed_tool("WAC", "wac-0.12.0", "wac")
+        .expect("wac is missing: run `make test` (or `make setup-wac`), which installs it");
     let status = Command::new(&wac)
         .arg("plug")
         .arg(socket)
@@ -218,12 +205,7 @@ fn plug(socket: &Path, plug: &Path, out: &Path) {
         .arg("-o")
         .arg(out)
         .status()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run {}: {e} (`make setup-wac` installs it)",
-                wac.display()
-            )
-        });
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", wac.display()));
     assert!(status.success(), "wac plug {} failed", socket.display());
 }
 

@@ -34,18 +34,13 @@ const EVENTS_PREFIX: &str = "/events/";
 async fn handle(req: Request) -> impl IntoResponse {
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
-    let content_type = req
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
     let header = |name: &str| {
         req.headers()
             .get(name)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     };
+    let content_type = header("content-type").unwrap_or_default();
     let trace = (header("traceparent"), header("tracestate"));
     match (method, path.as_str()) {
         (Method::GET, "/dapr/subscribe") => match subscriptions() {

@@ -26,28 +26,26 @@ wit_bindgen::generate!({ path: "../../wit", world: "publisher-plug" });
 use exports::hostbridge::pubsub::{publisher, state};
 use hostbridge::pubsub::types::{BulkEntry, FailedEntry, Message, PublishError, StateError};
 use serde_json::value::RawValue;
-use sidecar::{Answer, Sidecar};
+use sidecar::Answer;
 use wasip2::http::types::Method;
 
 struct Plug;
 
 impl publisher::Guest for Plug {
     fn publish(pubsubname: String, topic: String, message: Message) -> Result<(), PublishError> {
-        let sidecar = Sidecar::from_env().map_err(PublishError::Unavailable)?;
         let path = format!(
             "/v1.0/publish/{}/{}{}",
             encode(&pubsubname),
             encode(&topic),
             query(&publish_metadata(&message))
         );
-        let answer = sidecar
-            .call(
-                Method::Post,
-                &path,
-                message.content_type.as_deref(),
-                &message.data,
-            )
-            .map_err(|e| unreachable(&sidecar, e, PublishError::Unavailable))?;
+        let answer = sidecar::send(
+            Method::Post,
+            &path,
+            message.content_type.as_deref(),
+            &message.data,
+        )
+        .map_err(PublishError::Unavailable)?;
         if is_success(answer.status) {
             Ok(())
         } else {
@@ -90,21 +88,12 @@ impl publisher::Guest for Plug {
                 encode(&topic)
             );
             let sent_body = serde_json::Value::Array(body).to_string();
-            let outcome = Sidecar::from_env().and_then(|sidecar| {
-                sidecar
-                    .call(
-                        Method::Post,
-                        &path,
-                        Some("application/json"),
-                        sent_body.as_bytes(),
-                    )
-                    .map_err(|e| {
-                        format!(
-                            "cannot reach the Dapr sidecar at {}: {e}",
-                            sidecar.address()
-                        )
-                    })
-            });
+            let outcome = sidecar::send(
+                Method::Post,
+                &path,
+                Some("application/json"),
+                sent_body.as_bytes(),
+            );
             match outcome {
                 Err(reason) => failed.extend(fail_all(&sent, PublishError::Unavailable(reason))),
                 Ok(answer) if is_success(answer.status) => {}
@@ -124,11 +113,9 @@ impl publisher::Guest for Plug {
 
 impl state::Guest for Plug {
     fn get(store: String, key: String) -> Result<Option<Vec<u8>>, StateError> {
-        let sidecar = Sidecar::from_env().map_err(StateError::Unavailable)?;
         let path = format!("/v1.0/state/{}/{}", encode(&store), encode(&key));
-        let answer = sidecar
-            .call(Method::Get, &path, None, &[])
-            .map_err(|e| unreachable(&sidecar, e, StateError::Unavailable))?;
+        let answer =
+            sidecar::send(Method::Get, &path, None, &[]).map_err(StateError::Unavailable)?;
         match answer.status {
             // daprd answers 204 for a key it does not have.
             204 => Ok(None),
@@ -145,21 +132,19 @@ impl state::Guest for Plug {
                  only; it was not saved (host-bridge's own Dapr backend stores any bytes)"
             ))
         })?;
-        let sidecar = Sidecar::from_env().map_err(StateError::Unavailable)?;
         let body = format!(
             r#"[{{"key":{},"value":{}}}]"#,
             serde_json::Value::String(key),
             json.get()
         );
         let path = format!("/v1.0/state/{}", encode(&store));
-        let answer = sidecar
-            .call(
-                Method::Post,
-                &path,
-                Some("application/json"),
-                body.as_bytes(),
-            )
-            .map_err(|e| unreachable(&sidecar, e, StateError::Unavailable))?;
+        let answer = sidecar::send(
+            Method::Post,
+            &path,
+            Some("application/json"),
+            body.as_bytes(),
+        )
+        .map_err(StateError::Unavailable)?;
         if is_success(answer.status) {
             Ok(())
         } else {
@@ -168,11 +153,9 @@ impl state::Guest for Plug {
     }
 
     fn delete(store: String, key: String) -> Result<(), StateError> {
-        let sidecar = Sidecar::from_env().map_err(StateError::Unavailable)?;
         let path = format!("/v1.0/state/{}/{}", encode(&store), encode(&key));
-        let answer = sidecar
-            .call(Method::Delete, &path, None, &[])
-            .map_err(|e| unreachable(&sidecar, e, StateError::Unavailable))?;
+        let answer =
+            sidecar::send(Method::Delete, &path, None, &[]).map_err(StateError::Unavailable)?;
         if is_success(answer.status) {
             Ok(())
         } else {
@@ -185,13 +168,6 @@ export!(Plug);
 
 fn is_success(status: u16) -> bool {
     (200..300).contains(&status)
-}
-
-fn unreachable<E>(sidecar: &Sidecar, reason: String, error: fn(String) -> E) -> E {
-    error(format!(
-        "cannot reach the Dapr sidecar at {}: {reason}",
-        sidecar.address()
-    ))
 }
 
 /// The metadata of a publish, as Dapr's publish API takes it (`metadata.NAME`).

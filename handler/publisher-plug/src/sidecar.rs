@@ -17,8 +17,28 @@ const CONNECT_TIMEOUT_NS: u64 = 5_000_000_000;
 /// The most bytes one `wasi:io` stream write takes.
 const WRITE_CHUNK: usize = 4096;
 
+/// One call to the sidecar the environment names, with its whole answer.
+/// `Err` says why no answer came: bad configuration, an unreachable
+/// sidecar, a broken connection.
+pub fn send(
+    method: Method,
+    path_and_query: &str,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<Answer, String> {
+    let sidecar = Sidecar::from_env()?;
+    sidecar
+        .call(method, path_and_query, content_type, body)
+        .map_err(|e| {
+            format!(
+                "cannot reach the Dapr sidecar at {}: {e}",
+                sidecar.address()
+            )
+        })
+}
+
 /// Where the sidecar listens, read from the environment as Dapr's SDKs read it.
-pub struct Sidecar {
+struct Sidecar {
     scheme: Scheme,
     authority: String,
     token: Option<String>,
@@ -34,7 +54,7 @@ impl Sidecar {
     /// `DAPR_HTTP_ENDPOINT` (a URL such as `http://127.0.0.1:3500`), else
     /// `127.0.0.1:$DAPR_HTTP_PORT`, else `127.0.0.1:3500`; with
     /// `dapr-api-token: $DAPR_API_TOKEN` when that is set.
-    pub fn from_env() -> Result<Sidecar, String> {
+    fn from_env() -> Result<Sidecar, String> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let token = var("DAPR_API_TOKEN");
         if let Some(endpoint) = var("DAPR_HTTP_ENDPOINT") {
@@ -73,7 +93,7 @@ impl Sidecar {
     }
 
     /// Where calls go, for error messages.
-    pub fn address(&self) -> String {
+    fn address(&self) -> String {
         let scheme = match self.scheme {
             Scheme::Https => "https",
             _ => "http",
@@ -81,9 +101,8 @@ impl Sidecar {
         format!("{scheme}://{}", self.authority)
     }
 
-    /// Sends one request and reads the whole answer. `Err` means no answer
-    /// came: the sidecar is unreachable or the connection broke.
-    pub fn call(
+    /// Sends one request and reads the whole answer.
+    fn call(
         &self,
         method: Method,
         path_and_query: &str,

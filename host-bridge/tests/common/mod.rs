@@ -29,6 +29,30 @@ pub fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
+/// A tool `make` installs under `~/.cache/host-bridge/tools/{dir}/bin/{name}`,
+/// or the path in the environment variable `var` (as the Makefile passes
+/// `WASMTIME` and `WAC`), if it exists.
+pub fn installed_tool(var: &str, dir: &str, name: &str) -> Option<PathBuf> {
+    std::env::var_os(var)
+        .map(PathBuf::from)
+        .or_else(|| {
+            let home = std::env::var_os("HOME")?;
+            Some(
+                Path::new(&home)
+                    .join(".cache/host-bridge/tools")
+                    .join(dir)
+                    .join("bin")
+                    .join(name),
+            )
+        })
+        .filter(|path| path.is_file())
+}
+
+/// wasmtime-cli 48.0.8 with `run` and `serve` (`make setup-wasmtime`), or `$WASMTIME`.
+pub fn wasmtime_cli() -> Option<PathBuf> {
+    installed_tool("WASMTIME", "wasmtime-serve-48.0.8", "wasmtime")
+}
+
 /// Builds every guest once and returns the directory holding the `.wasm` files.
 pub fn guests() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
