@@ -85,7 +85,7 @@ compose: setup setup-wac
 ## (installed if missing). Without a sanitizer: the code is safe Rust, and
 ## what is hunted is panics, overflows (debug assertions are on) and hangs.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := cloudevent bulk manifest route
+FUZZ_TARGETS := cloudevent bulk manifest manifest_paths route
 fuzz:
 	@rustup toolchain list | grep -q '^nightly' \
 		|| { echo "installing the nightly Rust toolchain (for cargo fuzz)"; rustup toolchain install nightly --profile minimal; }
@@ -133,6 +133,6 @@ setup-dapr:
 
 ## Build the guest components only.
 guests: setup
-	cargo build --release --target wasm32-wasip2 -p order-api -p order-processor -p dead-letter -p test-subscriber -p hello -p order-processor-http -p publisher-plug -p app-protocol-adapter \
+	cargo build --release --target wasm32-wasip2 -p order-api -p order-processor -p dead-letter -p test-subscriber -p hello -p http-probe -p fetcher -p order-processor-http -p publisher-plug -p app-protocol-adapter \
 		-p spin-redis-app -p wasi-messaging-subscriber -p wasmcloud-subscriber
 	cargo build --release --target wasm32-wasip1 -p legacy-spin-redis

@@ -215,6 +215,9 @@ struct Server {
     name: &'static str,
     process: Process,
     addr: SocketAddr,
+    /// host-bridge's embedded sidecar API (`--sidecar-listen`); the native
+    /// baseline's and other servers' `addr`.
+    sidecar: SocketAddr,
     _dir: tempfile::TempDir,
 }
 
@@ -248,16 +251,24 @@ fn bench_manifest(tools: &Tools, bulk: bool) -> String {
     manifest
 }
 
-fn host_bridge_command(tools: &Tools, dir: &Path, manifest: &str, storage: Storage) -> Command {
-    host_bridge_command_with_cache(tools, dir, manifest, storage, &tools.cache)
+fn host_bridge_command(
+    tools: &Tools,
+    dir: &Path,
+    manifest: &str,
+    storage: Storage,
+    sidecar: SocketAddr,
+) -> Command {
+    host_bridge_command_with_cache(tools, dir, manifest, storage, &tools.cache, sidecar)
 }
 
+/// `host-bridge up` on `manifest`, with its embedded sidecar API on `sidecar`.
 fn host_bridge_command_with_cache(
     tools: &Tools,
     dir: &Path,
     manifest: &str,
     storage: Storage,
     cache: &Path,
+    sidecar: SocketAddr,
 ) -> Command {
     let path = dir.join("spin.toml");
     std::fs::write(&path, manifest).expect("cannot write the manifest");
@@ -276,7 +287,9 @@ fn host_bridge_command_with_cache(
         .arg("--manifest")
         .arg(&path)
         .arg("--cache-dir")
-        .arg(cache);
+        .arg(cache)
+        .arg("--sidecar-listen")
+        .arg(sidecar.to_string());
     match storage {
         Storage::InMemory => command.arg("--in-memory"),
         Storage::Durable => command.arg("--data-dir").arg(dir.join("data")),
@@ -308,7 +321,8 @@ fn start_host_bridge(
     at: Placement,
 ) -> Server {
     let dir = tempfile::tempdir().unwrap();
-    let mut command = host_bridge_command(tools, dir.path(), manifest, storage);
+    let sidecar = local(free_port());
+    let mut command = host_bridge_command(tools, dir.path(), manifest, storage, sidecar);
     command
         .arg("--listen")
         .arg(at.addr.to_string())
@@ -319,6 +333,7 @@ fn start_host_bridge(
         name,
         process,
         addr: at.addr,
+        sidecar,
         _dir: dir,
     }
 }
@@ -337,6 +352,7 @@ fn start_native(tools: &Tools, args: &[&str], at: Placement) -> Server {
         name: "native baseline",
         process,
         addr: at.addr,
+        sidecar: at.addr,
         _dir: dir,
     }
 }
@@ -376,6 +392,7 @@ fn start_wasmtime(tools: &Tools, component: &str, fresh: bool) -> Option<Server>
         name,
         process,
         addr,
+        sidecar: addr,
         _dir: dir,
     })
 }
@@ -396,7 +413,8 @@ enum Workload {
     PlaceOrder,
     /// `GET /hello`; wants 200.
     Hello,
-    /// `POST /v1.0/publish/pubsub/orders` on the embedded broker; wants 204.
+    /// `POST /v1.0/publish/pubsub/orders` on the embedded broker's sidecar
+    /// API (or daprd's); wants 204.
     Publish,
 }
 
@@ -921,7 +939,7 @@ fn publish_and_process(
     let published = run(
         runtime,
         load(
-            server.addr,
+            server.sidecar,
             Workload::Publish,
             concurrency,
             Stop::Count(messages),
@@ -1145,8 +1163,14 @@ fn startup(config: &Config, tools: &Tools, report: &mut Report) {
         let cache = cache.map(Path::to_path_buf);
         move |dir: &Path, addr: SocketAddr| {
             let cache = cache.clone().unwrap_or_else(|| dir.join("empty-cache"));
-            let mut command =
-                host_bridge_command_with_cache(tools, dir, &manifest, storage, &cache);
+            let mut command = host_bridge_command_with_cache(
+                tools,
+                dir,
+                &manifest,
+                storage,
+                &cache,
+                local(free_port()),
+            );
             command.arg("--listen").arg(addr.to_string());
             command
         }

@@ -77,7 +77,6 @@ fn fixture(runtime: &tokio::runtime::Runtime) -> Fixture {
         "bench",
         manifest.application.delivery,
         metrics.clone(),
-        state_store.clone(),
         None,
     ));
     let capabilities = Capabilities {
@@ -92,6 +91,7 @@ fn fixture(runtime: &tokio::runtime::Runtime) -> Fixture {
             &EngineOptions {
                 cache_dir: None,
                 max_instances: 1000,
+                guest_output: host_bridge::engine::GuestOutput::Host,
             },
             capabilities,
             host_bridge::host::add_to_linker,

@@ -2,13 +2,16 @@
 //!
 //! The order matters and is the readiness contract:
 //!
-//! 1. the manifest loads and every component's `.wasm` exists (or `--build`
-//!    builds them), else nothing starts;
+//! 1. an admin API that would be unsafe (a short token, no TLS off
+//!    loopback) is refused; the manifest loads and every component's
+//!    `.wasm` exists (or `--build` builds them), else nothing starts;
 //! 2. the listener binds, so `/healthz` answers 503 `starting` at once;
 //! 3. every component used by a trigger compiles (from the cache when it can),
 //!    all at once on blocking threads,
 //!    and links, with a line of progress each;
-//! 4. the triggers are built and the broker starts delivering;
+//! 4. the triggers are built, every version kept by a deploy through the
+//!    admin API is swapped in again (or dropped, by name, with why; see
+//!    `deploy::kept`), and the broker starts delivering;
 //! 5. only then does `/healthz` answer 200 and the summary print.
 //!
 //! On Ctrl-C or SIGTERM the listener stops accepting, and deliveries in
@@ -17,8 +20,10 @@
 use crate::broker::dapr::{DaprSidecar, SidecarConfig};
 use crate::broker::embedded::{DurableStateStore, EmbeddedBroker, MemoryStateStore};
 use crate::broker::journal::Journal;
+use crate::broker::sidecar_api::SidecarApi;
 use crate::broker::{Broker, Capabilities, Metrics, StateStore};
-use crate::deploy::{AdminApi, Deployer};
+use crate::deploy::kept::Kept;
+use crate::deploy::{AdminApi, AdminOptions, Deployer};
 use crate::engine::{Engine, EngineOptions, LoadedComponent};
 use crate::manifest::Manifest;
 use crate::server::{self, Router};
@@ -37,6 +42,11 @@ use tokio::net::TcpListener;
 pub struct UpOptions {
     pub manifest: PathBuf,
     pub listen: SocketAddr,
+    /// Where the embedded broker serves daprd's HTTP API (`--sidecar-listen`);
+    /// unused under Dapr, where daprd serves it.
+    pub sidecar_listen: SocketAddr,
+    /// What every listener bounds (connections, headers, bodies' time).
+    pub limits: server::Limits,
     /// Run the components' build commands first.
     pub build: bool,
     pub engine: EngineOptions,
@@ -50,16 +60,20 @@ pub struct UpOptions {
     pub max_body: usize,
     /// Where the embedded broker keeps messages and state.
     pub embedded_data: EmbeddedData,
-    /// Where components with a `{ url, digest }` source are downloaded to.
-    pub download_dir: PathBuf,
-    /// The admin API (live deploys), if enabled: where, and its token.
-    pub admin: Option<(SocketAddr, String)>,
+    /// Where components with a `{ url, digest }` source are downloaded to;
+    /// `None` without a cache directory, and then such a source is refused.
+    pub download_dir: Option<PathBuf>,
+    /// How large, and how long, a download may be (`--max-component-size`,
+    /// `--download-timeout`).
+    pub downloads: crate::registry::DownloadLimits,
+    /// The app pulled with `--from`, which replaces `manifest`: its
+    /// manifest, parsed as a registry's, and its checked bytes.
+    pub pulled: Option<crate::registry::PulledApp>,
+    /// The admin API (live deploys), if enabled (`--admin`).
+    pub admin: Option<AdminOptions>,
     /// `--watch`: rebuild and redeploy components when their sources change.
     pub watch: bool,
 }
-
-/// The largest `.wasm` the admin API takes.
-const ADMIN_MAX_BODY: usize = 512 << 20;
 
 /// `--data-dir` and `--in-memory`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,20 +88,22 @@ pub enum EmbeddedData {
 }
 
 impl EmbeddedData {
-    /// The directory, if on disk, for the app named `app`.
-    fn dir(&self, app: &str) -> Option<PathBuf> {
+    /// The directory, if on disk, for the app named `app`. There is no
+    /// fallback to a shared temporary directory, where others could read or
+    /// plant messages and state: without a home, the user says where.
+    fn dir(&self, app: &str) -> anyhow::Result<Option<PathBuf>> {
         match self {
-            EmbeddedData::InMemory => None,
-            EmbeddedData::Dir(dir) => Some(dir.clone()),
-            EmbeddedData::DefaultDir => Some(
-                std::env::var_os("XDG_DATA_HOME")
-                    .map(PathBuf::from)
-                    .or_else(|| {
-                        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share"))
-                    })
-                    .unwrap_or_else(std::env::temp_dir)
-                    .join("host-bridge")
-                    .join(app),
+            EmbeddedData::InMemory => Ok(None),
+            EmbeddedData::Dir(dir) => Ok(Some(dir.clone())),
+            EmbeddedData::DefaultDir => crate::engine::cache_dir::user_dir(
+                "XDG_DATA_HOME",
+                ".local/share",
+            )
+            .map(|dir| Some(dir.join("host-bridge").join(app)))
+            .context(
+                "no data directory for the embedded broker: neither XDG_DATA_HOME nor HOME is set, \
+                 and host-bridge does not keep messages in a shared directory such as /tmp. \
+                 Pass --data-dir DIR, or --in-memory",
             ),
         }
     }
@@ -115,14 +131,36 @@ impl BrokerChoice {
 }
 
 /// Runs the app until `shutdown` resolves.
-pub async fn up(options: UpOptions, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let mut manifest = Manifest::load(&options.manifest)?;
+pub async fn up(mut options: UpOptions, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    // An admin API that would be open to guessing or eavesdropping is
+    // refused before anything starts (its token, TLS off loopback).
+    let admin_tls = match &options.admin {
+        Some(admin) => admin.check()?,
+        None => None,
+    };
+    // A pulled app's components are loaded from the bytes that were
+    // checked against their digests, never read again from disk.
+    let (mut manifest, mut checked) = match options.pulled.take() {
+        Some(pulled) => (pulled.manifest, pulled.components),
+        None => (Manifest::load(&options.manifest)?, BTreeMap::new()),
+    };
     manifest.resolve_variables(|name| std::env::var(name).ok())?;
+    if manifest.origin == crate::manifest::Origin::Registry {
+        // Before anything runs: what the registry's app will be allowed.
+        eprint!("{}", manifest.grants());
+    }
     if options.build {
         let manifest = manifest.clone();
         tokio::task::spawn_blocking(move || crate::build::run(&manifest, &[])).await??;
     }
-    crate::registry::fetch_sources(&mut manifest, &options.download_dir).await?;
+    checked.extend(
+        crate::registry::fetch_sources(
+            &mut manifest,
+            options.download_dir.as_deref(),
+            options.downloads,
+        )
+        .await?,
+    );
     manifest.check_sources()?;
 
     let listener = TcpListener::bind(options.listen)
@@ -133,12 +171,16 @@ pub async fn up(options: UpOptions, shutdown: impl Future<Output = ()>) -> anyho
     let app_token = std::env::var("APP_API_TOKEN")
         .ok()
         .filter(|t| !t.is_empty());
-    let router = Router::new(metrics.clone(), app_token, options.max_body);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(server::serve(listener, router.clone(), async {
-        let _ = stop_rx.await;
-    }));
+    let router = Router::new(
+        metrics.clone(),
+        app_token,
+        options.max_body,
+        &options.limits,
+    );
+    let server = Served::spawn(listener, router.clone(), &options);
     eprintln!("host-bridge: listening on http://{address} (starting)");
+    // The embedded broker's sidecar API, on a listener of its own.
+    let mut sidecar = None;
 
     let (broker, state_store): (Arc<dyn Broker>, Arc<dyn StateStore>) = if options.broker.use_dapr()
     {
@@ -149,7 +191,7 @@ pub async fn up(options: UpOptions, shutdown: impl Future<Output = ()>) -> anyho
         )?);
         (sidecar.clone(), sidecar)
     } else {
-        let journal = match options.embedded_data.dir(&manifest.application.name) {
+        let journal = match options.embedded_data.dir(&manifest.application.name)? {
             Some(dir) => {
                 let journal = Arc::new(Journal::open(&dir)?);
                 eprintln!(
@@ -164,14 +206,32 @@ pub async fn up(options: UpOptions, shutdown: impl Future<Output = ()>) -> anyho
             Some(journal) => Arc::new(DurableStateStore::new(journal.clone())),
             None => Arc::new(MemoryStateStore::default()),
         };
-        let broker = EmbeddedBroker::new(
+        let broker: Arc<dyn Broker> = Arc::new(EmbeddedBroker::new(
             &manifest.application.name,
             manifest.application.delivery,
             metrics.clone(),
-            state_store.clone(),
             journal,
-        );
-        (Arc::new(broker), state_store)
+        ));
+        let listen = options.sidecar_listen;
+        let listener = TcpListener::bind(listen).await.with_context(|| {
+            format!(
+                "cannot listen on {listen} for the sidecar API (--sidecar-listen): is daprd or another \
+                 host-bridge using it? Give another address, e.g. --sidecar-listen 127.0.0.1:3501"
+            )
+        })?;
+        let address = listener.local_addr()?;
+        // As daprd: when DAPR_API_TOKEN is set, every call but the health
+        // check must carry it.
+        let token = std::env::var("DAPR_API_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty());
+        let router = Router::new(metrics.clone(), token, options.max_body, &options.limits);
+        router.set_ready(vec![Arc::new(SidecarApi {
+            broker: broker.clone(),
+            state_store: state_store.clone(),
+        })]);
+        sidecar = Some((address, Served::spawn(listener, router, &options)));
+        (broker, state_store)
     };
     let capabilities = Capabilities {
         messaging_pubsubname: manifest.application.pubsubname.clone(),
@@ -185,7 +245,7 @@ pub async fn up(options: UpOptions, shutdown: impl Future<Output = ()>) -> anyho
         crate::host::add_to_linker,
     )?);
 
-    let mut components = compile(&engine, &manifest).await?;
+    let mut components = compile(&engine, &manifest, checked).await?;
     let http = Arc::new(HttpTrigger::new(&engine, &manifest, &mut components)?);
     let pubsub = Arc::new(PubsubTrigger::new(
         &engine,
@@ -193,28 +253,45 @@ pub async fn up(options: UpOptions, shutdown: impl Future<Output = ()>) -> anyho
         &components,
         metrics.clone(),
     )?);
+    // Deploys are kept in the data dir, under Dapr as on the embedded
+    // broker; with --in-memory (or no data dir under Dapr), nowhere.
+    let kept = options
+        .embedded_data
+        .dir(&manifest.application.name)
+        .ok()
+        .flatten()
+        .map(|dir| Kept::new(dir.join("deployed")));
     let deployer = Arc::new(Deployer::new(
         engine.clone(),
         manifest.clone(),
         http.clone(),
         pubsub.clone(),
+        kept,
     ));
-    let admin = match options.admin {
-        Some((listen, token)) => {
-            let api = Arc::new(AdminApi::new(deployer.clone(), token)?);
+    // Before anything is served: what was deployed runs again.
+    deployer.apply_kept().await;
+    let admin = match &options.admin {
+        Some(admin) => {
+            let api = Arc::new(AdminApi::new(deployer.clone(), admin)?);
+            let listen = admin.listen;
             let listener = TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen} for the admin API"))?;
-            let admin_router = Router::new(metrics.clone(), None, ADMIN_MAX_BODY);
+            let limits = AdminApi::limits(&options.limits);
+            let admin_router =
+                Router::new(metrics.clone(), None, admin.max_component_size, &limits);
             admin_router.set_ready(vec![api]);
             eprintln!(
-                "host-bridge: admin API on http://{listen}/admin/components/NAME (PUT, token required)"
+                "host-bridge: admin API on {}://{listen}/admin/components/NAME (PUT, token required; {})",
+                admin.scheme(),
+                deployer.keeps()
             );
-            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-            let task = tokio::spawn(server::serve(listener, admin_router, async {
-                let _ = rx.await;
-            }));
-            Some((tx, task))
+            Some(match admin_tls {
+                Some(tls) => Served::spawn_with(listener, admin_router, &options, move |socket| {
+                    tls.accept(socket)
+                }),
+                None => Served::spawn(listener, admin_router, &options),
+            })
         }
         None => None,
     };
@@ -224,7 +301,13 @@ pub async fn up(options: UpOptions, shutdown: impl Future<Output = ()>) -> anyho
     let mut endpoints = broker.clone().start(pubsub.subscriptions(), pubsub.clone());
     endpoints.push(http.clone());
     router.set_ready(endpoints);
-    print_summary(&manifest, address, broker.as_ref(), &http);
+    print_summary(
+        &manifest,
+        address,
+        sidecar.as_ref().map(|(address, _)| *address),
+        broker.as_ref(),
+        &http,
+    );
 
     shutdown.await;
     eprintln!(
@@ -234,12 +317,21 @@ pub async fn up(options: UpOptions, shutdown: impl Future<Output = ()>) -> anyho
     if let Some(watcher) = watcher {
         watcher.abort();
     }
-    if let Some((stop, task)) = admin {
-        let _ = stop.send(());
-        let _ = task.await;
+    if let Some(admin) = admin {
+        admin.stop().await;
     }
-    let _ = stop_tx.send(());
-    let _ = server.await;
+    // HTTP requests in flight are answered first (a publish they make
+    // still reaches the broker), then the broker drains its deliveries.
+    let open = server.stop().await;
+    if open > 0 {
+        eprintln!(
+            "host-bridge: {open} connections to the app's port were still open after {:?}",
+            options.shutdown_grace
+        );
+    }
+    if let Some((_, sidecar)) = sidecar {
+        sidecar.stop().await;
+    }
     let left = broker.shutdown(options.shutdown_grace).await;
     if left > 0 {
         eprintln!(
@@ -277,9 +369,12 @@ fn check_one_subscription_per_topic(manifest: &Manifest) -> anyhow::Result<()> {
 }
 
 /// Compiles every component a trigger uses, one progress line each.
+/// `checked` holds the bytes of components that were downloaded or pulled,
+/// checked against their digests: those are loaded, not their files.
 async fn compile(
     engine: &Arc<Engine>,
     manifest: &Manifest,
+    mut checked: BTreeMap<String, Vec<u8>>,
 ) -> anyhow::Result<HashMap<String, LoadedComponent>> {
     let used: BTreeSet<&str> = manifest
         .http_triggers
@@ -303,9 +398,13 @@ async fn compile(
     let mut jobs = Vec::new();
     for (n, id) in used.iter().enumerate() {
         let component = manifest.components[*id].clone();
-        let size = std::fs::metadata(&component.source)
-            .map(|m| m.len())
-            .unwrap_or(0);
+        let bytes = checked.remove(*id);
+        let size = match &bytes {
+            Some(bytes) => bytes.len() as u64,
+            None => std::fs::metadata(&component.source)
+                .map(|m| m.len())
+                .unwrap_or(0),
+        };
         eprintln!(
             "host-bridge: [{}/{}] compiling `{id}` ({} KiB)",
             n + 1,
@@ -313,7 +412,10 @@ async fn compile(
             size / 1024
         );
         let engine = engine.clone();
-        jobs.push(tokio::task::spawn_blocking(move || engine.load(&component)));
+        jobs.push(tokio::task::spawn_blocking(move || match bytes {
+            Some(bytes) => engine.load_checked(&component, bytes),
+            None => engine.load(&component),
+        }));
     }
     let mut loaded = HashMap::new();
     for (n, (id, job)) in used.iter().zip(jobs).enumerate() {
@@ -337,6 +439,7 @@ async fn compile(
 fn print_summary(
     manifest: &Manifest,
     address: SocketAddr,
+    sidecar: Option<SocketAddr>,
     broker: &dyn Broker,
     http: &HttpTrigger,
 ) {
@@ -380,8 +483,69 @@ fn print_summary(
     if dapr {
         println!("  host endpoints: /healthz /metrics /dapr/subscribe");
     } else {
+        println!("  host endpoints: /healthz /metrics");
+    }
+    if let Some(sidecar) = sidecar {
         println!(
-            "  host endpoints: /healthz /metrics /v1.0/publish/{{pubsubname}}/{{topic}} /v1.0/state/{{store}}/{{key}}"
+            "  sidecar API: http://{sidecar} (/v1.0/publish/{{pubsubname}}/{{topic}}, \
+             /v1.0-alpha1/publish/bulk/{{pubsubname}}/{{topic}}, /v1.0/state/{{store}}[/{{key}}])"
         );
+    }
+}
+
+/// A listener serving on its own task, and how to stop it.
+struct Served {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<usize>,
+}
+
+impl Served {
+    /// Serves `router` on `listener` with `up`'s limits and grace.
+    fn spawn(listener: TcpListener, router: Arc<Router>, options: &UpOptions) -> Served {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server::serve(
+            listener,
+            router,
+            options.limits,
+            options.shutdown_grace,
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        Served { stop, task }
+    }
+
+    /// Like [`Served::spawn`], with `handshake` (TLS) run on each accepted
+    /// socket before HTTP is spoken on it.
+    fn spawn_with<Io, H, F>(
+        listener: TcpListener,
+        router: Arc<Router>,
+        options: &UpOptions,
+        handshake: H,
+    ) -> Served
+    where
+        Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        H: Fn(tokio::net::TcpStream) -> F + Send + 'static,
+        F: Future<Output = std::io::Result<Io>> + Send + 'static,
+    {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server::serve_with(
+            listener,
+            router,
+            options.limits,
+            options.shutdown_grace,
+            async {
+                let _ = stopped.await;
+            },
+            handshake,
+        ));
+        Served { stop, task }
+    }
+
+    /// Stops accepting and waits for open connections to finish (at most
+    /// the grace); returns how many were still open.
+    async fn stop(self) -> usize {
+        let _ = self.stop.send(());
+        self.task.await.unwrap_or(0)
     }
 }

@@ -10,7 +10,9 @@
 //! 2. the new version must fit every role the component has: a `wasi:http`
 //!    handler if it serves routes, a subscriber world if it serves
 //!    subscriptions;
-//! 3. only then is it swapped in, one deploy at a time.
+//! 3. a deploy through the admin API is kept in the data dir ([`kept`]),
+//!    so a restart runs it again;
+//! 4. only then is it swapped in, one deploy at a time.
 //!
 //! A failure at any step leaves the old version serving and says why.
 //! Requests and deliveries in flight finish on the version they started
@@ -19,6 +21,16 @@
 //! A deploy replaces a component's code, never the manifest: the routes,
 //! subscriptions and grants stay as they are. Under Dapr that matters,
 //! since daprd reads the subscriptions once, at startup.
+//!
+//! **Who may deploy.** The admin API takes new code for the app, so it is
+//! the host's most trusted listener: off unless `--admin` is given,
+//! loopback by default, TLS ([`tls`]) on any other address, a bearer token
+//! of at least [`MIN_TOKEN_BYTES`] bytes, and uploads no larger than
+//! `--max-component-size`. [`AdminOptions::check`] refuses, before
+//! anything starts, an admin API that would break one of these.
+
+pub mod kept;
+pub mod tls;
 
 use crate::engine::{Engine, core_module};
 use crate::manifest::Manifest;
@@ -26,11 +38,88 @@ use crate::registry::digest;
 use crate::server::{self, Endpoint, Request, Response};
 use crate::triggers::http::HttpTrigger;
 use crate::triggers::pubsub::PubsubTrigger;
-use anyhow::bail;
+use anyhow::Context as _;
 use async_trait::async_trait;
 use http::{Method, StatusCode};
+use kept::{Kept, Record};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tls::{TlsAcceptor, TlsError, TlsFiles};
+
+/// Refuses an empty token, or one shorter than [`MIN_TOKEN_BYTES`].
+fn check_token(token: &str) -> Result<(), AdminError> {
+    match token.len() {
+        0 => Err(AdminError::NoToken),
+        n if n < MIN_TOKEN_BYTES => Err(AdminError::ShortToken(n)),
+        _ => Ok(()),
+    }
+}
+
+/// How the admin API is served (`up --admin` and the flags beside it).
+#[derive(Debug, Clone)]
+pub struct AdminOptions {
+    /// `--admin`: `127.0.0.1:3001` when given without an address.
+    pub listen: SocketAddr,
+    /// `HOST_BRIDGE_ADMIN_TOKEN`.
+    pub token: String,
+    /// `--admin-tls-cert` and `--admin-tls-key`.
+    pub tls: Option<TlsFiles>,
+    /// `--max-component-size`: the largest upload taken.
+    pub max_component_size: usize,
+}
+
+/// The shortest admin token taken, in bytes: 32 hex digits carry 128
+/// random bits, past guessing (`openssl rand -hex 32` makes 64).
+pub const MIN_TOKEN_BYTES: usize = 32;
+
+/// How long an upload to the admin API may take to arrive: longer than a
+/// request body on the app's port may, as a component is larger.
+pub const ADMIN_BODY_READ_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Why the admin API cannot be served as asked; `up` does not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error(
+        "the admin API (--admin) needs a token: set HOST_BRIDGE_ADMIN_TOKEN to at least {MIN_TOKEN_BYTES} \
+         random bytes, e.g. `export HOST_BRIDGE_ADMIN_TOKEN=$(openssl rand -hex 32)`"
+    )]
+    NoToken,
+    #[error(
+        "HOST_BRIDGE_ADMIN_TOKEN is {0} bytes long; the admin API needs at least {MIN_TOKEN_BYTES}: make one \
+         with `openssl rand -hex 32`"
+    )]
+    ShortToken(usize),
+    #[error(
+        "--admin {0} is not a loopback address, so the admin API must speak TLS: give --admin-tls-cert FILE \
+         and --admin-tls-key FILE (PEM), or serve it on 127.0.0.1 and reach it through a tunnel"
+    )]
+    NeedsTls(SocketAddr),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+impl AdminOptions {
+    /// Checks that the admin API may be served as asked, before anything
+    /// starts: a token of at least [`MIN_TOKEN_BYTES`], and TLS on any
+    /// address but loopback. Returns the TLS acceptor, if TLS is asked for
+    /// (on loopback too), with the certificate and key read.
+    pub fn check(&self) -> Result<Option<TlsAcceptor>, AdminError> {
+        check_token(&self.token)?;
+        // `::ffff:127.0.0.1` is loopback too.
+        let loopback = self.listen.ip().to_canonical().is_loopback();
+        match &self.tls {
+            Some(files) => Ok(Some(files.acceptor()?)),
+            None if loopback => Ok(None),
+            None => Err(AdminError::NeedsTls(self.listen)),
+        }
+    }
+
+    /// `https` or `http`, for the line that says where the API listens.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+}
 
 /// Swaps components of a running app.
 pub struct Deployer {
@@ -38,6 +127,9 @@ pub struct Deployer {
     manifest: Manifest,
     http: Arc<HttpTrigger>,
     pubsub: Arc<PubsubTrigger>,
+    /// Where deploys through the admin API are kept; `None` with
+    /// `--in-memory`, when nothing outlives the process.
+    kept: Option<Kept>,
     /// One deploy at a time, so two deploys of one component cannot
     /// interleave their checks and swaps.
     lock: tokio::sync::Mutex<()>,
@@ -62,6 +154,18 @@ pub enum DeployError {
     Unused(String),
     #[error("{0:#}")]
     Invalid(anyhow::Error),
+    #[error("{0}; it was not deployed, as a restart would lose it")]
+    NotKept(kept::KeptError),
+}
+
+/// Whether a deploy is kept for the next restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    /// A deploy through the admin API: its bytes exist nowhere else.
+    Yes,
+    /// A rebuild by `--watch` (the manifest's own source, which a restart
+    /// loads anyway), or a kept version applied again at startup.
+    No,
 }
 
 impl Deployer {
@@ -70,12 +174,14 @@ impl Deployer {
         manifest: Manifest,
         http: Arc<HttpTrigger>,
         pubsub: Arc<PubsubTrigger>,
+        kept: Option<Kept>,
     ) -> Deployer {
         Deployer {
             engine,
             manifest,
             http,
             pubsub,
+            kept,
             lock: tokio::sync::Mutex::new(()),
         }
     }
@@ -99,18 +205,40 @@ impl Deployer {
         Ok((routes, subscriptions))
     }
 
+    /// Where deploys are kept, for the line that says where the admin API
+    /// listens.
+    pub fn keeps(&self) -> String {
+        match &self.kept {
+            Some(kept) => format!("deploys are kept in {}", kept.dir().display()),
+            None => {
+                "deploys are not kept (no data dir, as with --in-memory): a restart runs the manifest's code".to_owned()
+            }
+        }
+    }
+
     /// Deploys `bytes` (a component, or a `wasm32-wasip1` core module) as
-    /// the new version of component `id`.
+    /// the new version of component `id`, and keeps it for the next
+    /// restart (unless the host runs `--in-memory`).
     pub async fn deploy(&self, id: &str, bytes: Vec<u8>) -> Result<Deployed, DeployError> {
-        let (routes, _) = self.roles(id)?;
+        self.swap(id, bytes, Keep::Yes).await
+    }
+
+    async fn swap(&self, id: &str, bytes: Vec<u8>, keep: Keep) -> Result<Deployed, DeployError> {
+        let (routes, subscriptions) = self.roles(id)?;
         let _one_at_a_time = self.lock.lock().await;
         let new_digest = digest(&bytes);
         let started = Instant::now();
         let engine = self.engine.clone();
         let component = self.manifest.components[id].clone();
         let what = format!("the new version of `{id}` ({new_digest})");
+        // The bytes stay here until they are kept; the compiler gets a copy
+        // only when there is something to keep.
+        let (for_compiler, to_keep) = match (keep, &self.kept) {
+            (Keep::Yes, Some(_)) => (bytes.clone(), Some(bytes)),
+            _ => (bytes, None),
+        };
         let mut loaded = tokio::task::spawn_blocking(move || {
-            let bytes = core_module::component_bytes_of(bytes, &what)?;
+            let bytes = core_module::component_bytes_of(for_compiler, &what)?;
             engine.load_bytes(&component, bytes)
         })
         .await
@@ -122,8 +250,17 @@ impl Deployer {
                 loaded.exports.join(", ")
             )));
         }
-        // The subscriber check can fail, so it runs (and swaps) first; the
-        // HTTP swap cannot fail any more, having been checked above.
+        if subscriptions > 0 {
+            crate::triggers::subscriber::subscriber_of(id, &loaded)
+                .context("it serves subscriptions, so the new version must be a subscriber")
+                .map_err(DeployError::Invalid)?;
+        }
+        // Every check has passed: what is kept will run after a restart.
+        if let (Some(kept), Some(bytes)) = (&self.kept, to_keep) {
+            self.keep(kept, id, &new_digest, &bytes).await?;
+        }
+        // Checked above, so neither swap fails: the subscriber world was
+        // found, and an HTTP handler is there if routes need one.
         let subscriptions = self
             .pubsub
             .replace(id, &loaded)
@@ -145,26 +282,159 @@ impl Deployer {
         );
         Ok(deployed)
     }
+
+    /// Keeps `bytes` as the deployed version of `id`, replacing the
+    /// manifest's source; a deploy of the manifest's own bytes forgets
+    /// what was kept, since a restart runs those anyway.
+    async fn keep(
+        &self,
+        kept: &Kept,
+        id: &str,
+        new_digest: &str,
+        bytes: &[u8],
+    ) -> Result<(), DeployError> {
+        let source = self.manifest.components[id].source.clone();
+        let replaces = tokio::task::spawn_blocking(move || std::fs::read(&source).map(|b| digest(&b)))
+            .await
+            .map_err(|e| DeployError::Invalid(e.into()))?
+            .map_err(|e| {
+                DeployError::Invalid(anyhow::anyhow!(
+                    "cannot read the manifest's source of `{id}`, {}, to record what the deploy replaces: {e}",
+                    self.manifest.components[id].source.display()
+                ))
+            })?;
+        if replaces == new_digest {
+            return kept.forget(id).map_err(DeployError::NotKept);
+        }
+        let record = Record {
+            component: id.to_owned(),
+            digest: new_digest.to_owned(),
+            replaces,
+            deployed_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+                .to_string(),
+        };
+        let (kept, bytes) = (kept.clone(), bytes.to_vec());
+        tokio::task::spawn_blocking(move || kept.keep(&record, &bytes))
+            .await
+            .map_err(|e| DeployError::Invalid(e.into()))?
+            .map_err(DeployError::NotKept)
+    }
+
+    /// At startup, before the app serves: runs again every version kept
+    /// by a deploy, in place of the manifest's source, with a line each.
+    /// A kept version that can no longer run (its bytes changed on disk,
+    /// the manifest's source changed since, it no longer compiles, links
+    /// or fits its role) is dropped, with a line naming the component and
+    /// why, and the manifest's version runs.
+    pub async fn apply_kept(&self) {
+        let Some(kept) = &self.kept else {
+            return;
+        };
+        for (id, record) in kept.records() {
+            let applied = match &record {
+                Ok(record) => match self.apply(kept, record).await {
+                    Ok(deployed) => Ok((record, deployed)),
+                    Err(why) => Err(format!(
+                        "the version deployed at {} ({}) {why}",
+                        record.deployed_at, record.digest
+                    )),
+                },
+                Err(e) => Err(format!("its record is unreadable: {e}")),
+            };
+            match applied {
+                Ok((record, deployed)) => eprintln!(
+                    "host-bridge: `{id}` runs the version deployed at {} ({}), kept in {}, instead of the manifest's source ({})",
+                    record.deployed_at,
+                    deployed.digest,
+                    kept.dir().display(),
+                    record.replaces
+                ),
+                Err(why) => {
+                    eprintln!(
+                        "host-bridge: `{id}`: dropped a deployed version: {why}; the manifest's version runs"
+                    );
+                    if let Err(e) = kept.forget(&id) {
+                        eprintln!("host-bridge: `{id}`: {e}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs one kept version again; an error says why it cannot.
+    async fn apply(&self, kept: &Kept, record: &Record) -> Result<Deployed, String> {
+        let id = &record.component;
+        let Some(component) = self.manifest.components.get(id) else {
+            return Err("is of a component the manifest no longer has".to_owned());
+        };
+        let source = component.source.clone();
+        let now = tokio::task::spawn_blocking(move || std::fs::read(&source).map(|b| digest(&b)))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| {
+                format!(
+                    "cannot be checked: the manifest's source {} cannot be read: {e}",
+                    component.source.display()
+                )
+            })?;
+        if now != record.replaces {
+            return Err(format!(
+                "replaced {}, but the manifest's source {} is now {now}: it changed since the deploy, so it is newer",
+                record.replaces,
+                component.source.display()
+            ));
+        }
+        let bytes = kept
+            .load(record)
+            .map_err(|e| format!("cannot be used: {e}"))?;
+        self.swap(id, bytes, Keep::No)
+            .await
+            .map_err(|e| format!("no longer fits: {e}"))
+    }
 }
 
 /// The admin API: `PUT /admin/components/{name}` with the new `.wasm` as
 /// the body and `Authorization: Bearer {token}`. It is served on its own
-/// listener (`up --admin`, localhost by default), never on the app's.
+/// listener (`up --admin`, loopback by default), never on the app's.
 pub struct AdminApi {
     deployer: Arc<Deployer>,
     token: String,
+    max_component_size: usize,
 }
 
 /// The prefix of the admin API's one resource.
 const COMPONENTS: &str = "/admin/components/";
 
 impl AdminApi {
-    /// Fails if `token` is empty: the admin API is never open.
-    pub fn new(deployer: Arc<Deployer>, token: String) -> anyhow::Result<AdminApi> {
-        if token.is_empty() {
-            bail!("the admin API needs a token: set HOST_BRIDGE_ADMIN_TOKEN");
+    /// Fails as [`AdminOptions::check`] does on the token: the admin API
+    /// is never open, nor guarded by a guessable token.
+    pub fn new(deployer: Arc<Deployer>, options: &AdminOptions) -> Result<AdminApi, AdminError> {
+        check_token(&options.token)?;
+        Ok(AdminApi {
+            deployer,
+            token: options.token.clone(),
+            max_component_size: options.max_component_size,
+        })
+    }
+
+    /// The limits of the admin API's listener: `up`'s, with time for an
+    /// upload as large as `--max-component-size`.
+    pub fn limits(base: &server::Limits) -> server::Limits {
+        server::Limits {
+            body_read_timeout: base.body_read_timeout.max(ADMIN_BODY_READ_TIMEOUT),
+            ..*base
         }
-        Ok(AdminApi { deployer, token })
+    }
+
+    fn too_large(&self) -> Response {
+        server::unread_body(server::error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "ERR_BODY_TOO_LARGE",
+            format!(
+                "the upload is larger than the limit of {} bytes (--max-component-size); the old version keeps serving",
+                self.max_component_size
+            ),
+        ))
     }
 }
 
@@ -204,6 +474,9 @@ impl Endpoint for AdminApi {
                         "component": id,
                         "routes": routes,
                         "subscriptions": subscriptions,
+                        // So a client can refuse a larger upload before
+                        // sending a byte of it.
+                        "maxComponentSize": self.max_component_size,
                     }),
                 ),
                 Err(e) => e.response(),
@@ -216,8 +489,18 @@ impl Endpoint for AdminApi {
                 format!("{path} takes GET, or PUT with the new .wasm as the body"),
             );
         }
+        // The router's body limit is --max-component-size: a declared
+        // length over it is refused before a byte is read, and a chunked
+        // upload is read no further than it.
         let body = match server::read_body(request).await {
             Ok((_, body)) => body,
+            Err(server::BodyError::TooLarge { .. }) => {
+                eprintln!(
+                    "host-bridge: deploy of `{id}` refused; the old version keeps serving: the upload is over --max-component-size ({} bytes)",
+                    self.max_component_size
+                );
+                return self.too_large();
+            }
             Err(e) => return e.response(),
         };
         match self.deployer.deploy(&id, body.to_vec()).await {
@@ -229,6 +512,7 @@ impl Endpoint for AdminApi {
                     "compileMs": d.compile_time.as_millis() as u64,
                     "routes": d.routes,
                     "subscriptions": d.subscriptions,
+                    "kept": self.deployer.kept.as_ref().map(|k| k.dir().display().to_string()),
                 }),
             ),
             Err(e) => {
@@ -246,6 +530,7 @@ impl DeployError {
         let status = match self {
             DeployError::Unknown(_) => StatusCode::NOT_FOUND,
             DeployError::Unused(_) | DeployError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            DeployError::NotKept(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         server::error(status, "ERR_DEPLOY_REFUSED", self.to_string())
     }
@@ -325,6 +610,54 @@ async fn rebuild_and_deploy(deployer: &Arc<Deployer>, id: &str) -> anyhow::Resul
     tokio::task::spawn_blocking(move || crate::build::run(&manifest, &only)).await??;
     let source = &deployer.manifest.components[id].source;
     let bytes = tokio::fs::read(source).await?;
-    deployer.deploy(id, bytes).await?;
+    // Not kept: a restart loads the manifest's source, which is this build.
+    deployer.swap(id, bytes, Keep::No).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(listen: &str, token: &str) -> AdminOptions {
+        AdminOptions {
+            listen: listen.parse().unwrap(),
+            token: token.to_owned(),
+            tls: None,
+            max_component_size: 1 << 20,
+        }
+    }
+
+    fn refusal(options: &AdminOptions) -> String {
+        match options.check() {
+            Ok(_) => panic!("{options:?} was taken"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn the_admin_api_needs_a_long_token_and_tls_off_loopback() {
+        let token = "0123456789abcdef0123456789abcdef";
+        assert!(options("127.0.0.1:3001", token).check().is_ok());
+        assert!(options("[::1]:3001", token).check().is_ok());
+        assert!(options("[::ffff:127.0.0.1]:3001", token).check().is_ok());
+
+        let short = refusal(&options("127.0.0.1:3001", &token[1..]));
+        assert!(
+            short.contains("HOST_BRIDGE_ADMIN_TOKEN is 31 bytes long")
+                && short.contains("openssl rand -hex 32"),
+            "{short}"
+        );
+        let none = refusal(&options("127.0.0.1:3001", ""));
+        assert!(none.contains("set HOST_BRIDGE_ADMIN_TOKEN"), "{none}");
+
+        for open in ["0.0.0.0:3001", "[::]:3001", "192.168.1.10:3001"] {
+            let plain = refusal(&options(open, token));
+            assert!(
+                plain.contains(&format!("--admin {open} is not a loopback address"))
+                    && plain.contains("--admin-tls-cert FILE and --admin-tls-key FILE"),
+                "{plain}"
+            );
+        }
+    }
 }

@@ -3,8 +3,12 @@
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use host_bridge::app::{self, BrokerChoice, EmbeddedData, UpOptions};
-use host_bridge::engine::EngineOptions;
+use host_bridge::deploy::{AdminOptions, tls::TlsFiles};
+use host_bridge::engine::cache_dir;
+use host_bridge::engine::{EngineOptions, GuestOutput};
 use host_bridge::manifest::Manifest;
+use host_bridge::registry::DownloadLimits;
+use host_bridge::server;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,6 +44,24 @@ enum Command {
         /// The address to serve on; under Dapr, the app port [default: 127.0.0.1:$APP_PORT, else 127.0.0.1:3000].
         #[arg(long, env = "HOST_BRIDGE_LISTEN")]
         listen: Option<SocketAddr>,
+        /// Where the embedded broker serves daprd's HTTP API (publish, bulk
+        /// publish, state), as daprd does on its own port; not the app's
+        /// port, which serves only the app. Requires DAPR_API_TOKEN when
+        /// that is set. Unused under Dapr.
+        #[arg(
+            long,
+            default_value = "127.0.0.1:3500",
+            env = "HOST_BRIDGE_SIDECAR_LISTEN"
+        )]
+        sidecar_listen: SocketAddr,
+        /// The most connections each listener keeps open; past it, new ones
+        /// wait to be accepted.
+        #[arg(long, default_value_t = server::Limits::default().max_connections, env = "HOST_BRIDGE_MAX_CONNECTIONS")]
+        max_connections: usize,
+        /// How long a request's headers may take to arrive, and how long an
+        /// idle keep-alive connection stays open (`30s`, `500ms`).
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration, env = "HOST_BRIDGE_HEADER_READ_TIMEOUT")]
+        header_read_timeout: Duration,
         /// Which broker carries the messages.
         #[arg(long, value_enum, default_value_t = BrokerChoice::Auto)]
         broker: BrokerChoice,
@@ -49,7 +71,7 @@ enum Command {
         /// Run the components' build commands before starting.
         #[arg(long)]
         build: bool,
-        /// Where compiled machine code (`compiled/`) and apps pulled with --from (`oci/`) are cached [default: $XDG_CACHE_HOME/host-bridge or ~/.cache/host-bridge].
+        /// Where compiled machine code (`compiled/`) and apps pulled with --from (`oci/`) are cached [default: $XDG_CACHE_HOME/host-bridge or ~/.cache/host-bridge, never /tmp]. It must be yours, and not writable by group or others; host-bridge creates it 0700.
         #[arg(long, env = "HOST_BRIDGE_CACHE_DIR")]
         cache_dir: Option<PathBuf>,
         /// Compile every start from scratch, without the cache.
@@ -58,6 +80,11 @@ enum Command {
         /// The most guest instances alive at once.
         #[arg(long, default_value_t = 1000)]
         max_instances: u32,
+        /// Where guests' stdout and stderr go: `host` writes each line to
+        /// host-bridge's stderr as `[component] line`, escaped and capped;
+        /// `off` discards it (counted in /metrics).
+        #[arg(long, value_enum, default_value_t = GuestOutput::Host, env = "HOST_BRIDGE_GUEST_OUTPUT")]
+        guest_output: GuestOutput,
         /// Seconds deliveries in flight get to finish on shutdown.
         #[arg(long, default_value_t = 10)]
         shutdown_grace: u64,
@@ -65,8 +92,9 @@ enum Command {
         /// unit (`4Mi`, `512Ki`, `10M`), as daprd's own --max-body-size.
         #[arg(long, default_value = "4Mi", value_parser = parse_size, env = "HOST_BRIDGE_MAX_BODY_SIZE")]
         max_body_size: usize,
-        /// Where the embedded broker keeps messages and state, so they survive
-        /// a restart [default: $XDG_DATA_HOME/host-bridge/APP or ~/.local/share/host-bridge/APP].
+        /// Where the embedded broker keeps messages and state, and where
+        /// versions deployed through the admin API are kept (`deployed/`,
+        /// under Dapr too), so they survive a restart [default: $XDG_DATA_HOME/host-bridge/APP or ~/.local/share/host-bridge/APP].
         #[arg(long, env = "HOST_BRIDGE_DATA_DIR")]
         data_dir: Option<PathBuf>,
         /// Keep the embedded broker's messages and state in memory only: they
@@ -81,14 +109,26 @@ enum Command {
         /// Talk to the registry of --from over plain HTTP (a local registry).
         #[arg(long, requires = "from")]
         insecure: bool,
-        /// Serve the admin API (live deploys) on this address; it needs the
-        /// token in HOST_BRIDGE_ADMIN_TOKEN. Off unless given.
+        /// Serve the admin API (live deploys) on this address, 127.0.0.1:3001
+        /// when none is given; it needs a token of at least 32 bytes in
+        /// HOST_BRIDGE_ADMIN_TOKEN, and TLS on any address but loopback.
+        /// Off unless given.
         #[arg(long, env = "HOST_BRIDGE_ADMIN_LISTEN", num_args = 0..=1, default_missing_value = "127.0.0.1:3001")]
         admin: Option<SocketAddr>,
+        /// The admin API's TLS certificate chain (PEM). With
+        /// --admin-tls-key, the admin API speaks HTTPS; it must on any
+        /// address but loopback.
+        #[arg(long, requires_all = ["admin", "admin_tls_key"], env = "HOST_BRIDGE_ADMIN_TLS_CERT")]
+        admin_tls_cert: Option<PathBuf>,
+        /// The private key of --admin-tls-cert (PEM).
+        #[arg(long, requires_all = ["admin", "admin_tls_cert"], env = "HOST_BRIDGE_ADMIN_TLS_KEY")]
+        admin_tls_key: Option<PathBuf>,
         /// Rebuild a component and swap it in, without a restart, when a
         /// file its [component.NAME.build] `watch` patterns match changes.
         #[arg(long, conflicts_with = "from")]
         watch: bool,
+        #[command(flatten)]
+        downloads: DownloadArgs,
     },
     /// Deploy a new version of one component into a running host (its
     /// admin API), with no restart. The token is HOST_BRIDGE_ADMIN_TOKEN.
@@ -106,13 +146,20 @@ enum Command {
         /// Talk to the registry of --from over plain HTTP.
         #[arg(long, requires = "from")]
         insecure: bool,
-        /// The host's admin API.
+        #[command(flatten)]
+        downloads: DownloadArgs,
+        /// The host's admin API: `https://…` when it serves TLS.
         #[arg(
             long,
             default_value = "http://127.0.0.1:3001",
             env = "HOST_BRIDGE_ADMIN_URL"
         )]
         host: String,
+        /// Trust only the certificates in this PEM file for an `https`
+        /// admin API (its own self-signed certificate, or the CA that
+        /// signed it); without it, the system's roots.
+        #[arg(long, env = "HOST_BRIDGE_ADMIN_CA")]
+        admin_ca: Option<PathBuf>,
     },
     /// Push the app to an OCI registry, as one artifact: a layer per
     /// component and one for the manifest. Prints the pushed digest.
@@ -192,6 +239,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             build,
             insecure,
         } => {
+            // Downloads of `{ url, digest }` sources to push go into the
+            // cache, and obey the default limits.
+            let downloads = cache_dir::default_dir()
+                .ok()
+                .map(|dir| dir.join("downloads"));
             let mut manifest = Manifest::load(&manifest)?;
             if build {
                 host_bridge::build::run(&manifest, &[])?;
@@ -200,7 +252,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             runtime.block_on(host_bridge::registry::fetch_sources(
                 &mut manifest,
-                &default_cache_dir().join("downloads"),
+                downloads.as_deref(),
+                DownloadLimits::default(),
             ))?;
             let digest =
                 runtime.block_on(host_bridge::registry::push(&manifest, &reference, insecure))?;
@@ -214,19 +267,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             from,
             insecure,
             host,
+            downloads,
+            admin_ca,
         } => {
             let runtime =
                 tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             let bytes = match (source, from) {
                 (Some(path), _) => std::fs::read(&path)
                     .with_context(|| format!("cannot read {}", path.display()))?,
-                (None, Some(reference)) => runtime.block_on(
-                    host_bridge::registry::pull_component(&reference, insecure, &component),
-                )?,
+                (None, Some(reference)) => {
+                    runtime.block_on(host_bridge::registry::pull_component(
+                        &reference,
+                        insecure,
+                        &component,
+                        downloads.limits(),
+                    ))?
+                }
                 (None, None) => anyhow::bail!("give --source FILE or --from REF"),
             };
             let token = std::env::var("HOST_BRIDGE_ADMIN_TOKEN").unwrap_or_default();
-            let answer = runtime.block_on(deploy(&host, &component, &token, bytes))?;
+            let client = admin_client(admin_ca.as_deref())?;
+            let answer = runtime.block_on(deploy(&client, &host, &component, &token, bytes))?;
             println!("{answer}");
             Ok(())
         }
@@ -235,18 +296,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             from,
             insecure,
             admin,
+            admin_tls_cert,
+            admin_tls_key,
             watch,
             listen,
+            sidecar_listen,
+            max_connections,
+            header_read_timeout,
             build,
             cache_dir,
             no_cache,
             max_instances,
+            guest_output,
             shutdown_grace,
             broker,
             dapr_ready_timeout,
             max_body_size,
             data_dir,
             in_memory,
+            downloads,
         } => {
             let listen = match (listen, std::env::var("APP_PORT")) {
                 (Some(listen), _) => listen,
@@ -258,28 +326,58 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let runtime =
                 tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             // A pulled app lives in the cache directory (`oci/`), even with
-            // --no-cache, which is about compiled code (`compiled/`).
-            let cache_root = cache_dir.unwrap_or_else(default_cache_dir);
-            let manifest = match from {
-                Some(reference) => runtime.block_on(host_bridge::registry::pull(
-                    &reference,
-                    insecure,
-                    &cache_root.join("oci"),
-                ))?,
-                None => manifest,
+            // --no-cache, which is about compiled code (`compiled/`). The
+            // directory must be the user's own (`engine::cache_dir`), and
+            // without a home there is none unless given: never /tmp.
+            let cache_root = match (cache_dir, no_cache) {
+                (Some(dir), _) => Some(dir),
+                (None, false) => Some(cache_dir::default_dir()?),
+                (None, true) => cache_dir::default_dir().ok(),
+            };
+            if let Some(root) = &cache_root
+                && (!no_cache || from.is_some())
+            {
+                cache_dir::create_private(root)?;
+            }
+            let limits = downloads.limits();
+            let pulled = match from {
+                Some(reference) => {
+                    let Some(root) = &cache_root else {
+                        anyhow::bail!(
+                            "--from pulls the app into the cache directory, and there is none: set XDG_CACHE_HOME or HOME, or pass --cache-dir DIR instead of --no-cache"
+                        );
+                    };
+                    Some(runtime.block_on(host_bridge::registry::pull(
+                        &reference,
+                        insecure,
+                        &root.join("oci"),
+                        limits,
+                    ))?)
+                }
+                None => None,
             };
             // wasmtime's cache worker prunes files it does not know from the
             // directory it is given, so compiled code has a directory of its
             // own, beside the pulled apps.
-            let cache_dir = (!no_cache).then(|| cache_root.join("compiled"));
-            let download_dir = cache_root.join("downloads");
+            let cache_dir = cache_root
+                .as_ref()
+                .filter(|_| !no_cache)
+                .map(|root| root.join("compiled"));
+            let download_dir = cache_root.as_ref().map(|root| root.join("downloads"));
             let options = UpOptions {
                 manifest,
                 listen,
+                sidecar_listen,
+                limits: server::Limits {
+                    max_connections,
+                    header_read_timeout,
+                    ..server::Limits::default()
+                },
                 build,
                 engine: EngineOptions {
                     cache_dir,
                     max_instances,
+                    guest_output,
                 },
                 shutdown_grace: Duration::from_secs(shutdown_grace),
                 broker,
@@ -291,9 +389,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     (false, None) => EmbeddedData::DefaultDir,
                 },
                 download_dir,
-                admin: admin.map(|listen| {
-                    let token = std::env::var("HOST_BRIDGE_ADMIN_TOKEN").unwrap_or_default();
-                    (listen, token)
+                downloads: limits,
+                pulled,
+                admin: admin.map(|listen| AdminOptions {
+                    listen,
+                    token: std::env::var("HOST_BRIDGE_ADMIN_TOKEN").unwrap_or_default(),
+                    tls: admin_tls_cert
+                        .zip(admin_tls_key)
+                        .map(|(cert, key)| TlsFiles { cert, key }),
+                    max_component_size: downloads.max_component_size,
                 }),
                 watch,
             };
@@ -302,9 +406,29 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// The client of `deploy`: rustls with ring, as for registries, trusting
+/// only the certificates in `ca` when it is given.
+fn admin_client(ca: Option<&std::path::Path>) -> anyhow::Result<reqwest013::Client> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut builder = reqwest013::Client::builder();
+    if let Some(ca) = ca {
+        let pem = std::fs::read(ca).with_context(|| format!("--admin-ca {}", ca.display()))?;
+        let certs = reqwest013::Certificate::from_pem_bundle(&pem)
+            .with_context(|| format!("--admin-ca {}: not a PEM certificate", ca.display()))?;
+        anyhow::ensure!(
+            !certs.is_empty(),
+            "--admin-ca {}: it holds no `BEGIN CERTIFICATE` section",
+            ca.display()
+        );
+        builder = builder.tls_certs_only(certs);
+    }
+    builder.build().context("cannot make an HTTP client")
+}
+
 /// PUTs `bytes` to the admin API at `host` as the new version of
 /// `component`; returns the host's answer, or its refusal as an error.
 async fn deploy(
+    client: &reqwest013::Client,
     host: &str,
     component: &str,
     token: &str,
@@ -314,7 +438,6 @@ async fn deploy(
         "{}/admin/components/{component}",
         host.trim_end_matches('/')
     );
-    let client = reqwest::Client::new();
     // Asked first, without the body: a wrong token or component is then
     // refused before anything is uploaded (a host refusing an upload
     // halfway closes the connection, and the reason would be lost).
@@ -326,11 +449,22 @@ async fn deploy(
         .with_context(|| {
             format!("cannot reach the admin API at {url} (is the host running with --admin?)")
         })?;
-    if !check.status().is_success() {
-        let status = check.status();
+    let status = check.status();
+    let text = check.text().await.unwrap_or_default();
+    if !status.is_success() {
+        anyhow::bail!("the host refused the deploy ({status}): {text}");
+    }
+    // The host says how large an upload it takes: a larger one is refused
+    // here, before a byte is sent.
+    let max = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v.get("maxComponentSize")?.as_u64());
+    if let Some(max) = max
+        && bytes.len() as u64 > max
+    {
         anyhow::bail!(
-            "the host refused the deploy ({status}): {}",
-            check.text().await.unwrap_or_default()
+            "the new version of `{component}` is {} bytes, and the host takes at most {max} (its --max-component-size); nothing was sent",
+            bytes.len()
         );
     }
     let response = client
@@ -381,12 +515,28 @@ fn parse_size(text: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("{text:?} is not a size greater than zero"))
 }
 
-fn default_cache_dir() -> PathBuf {
-    std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir)
-        .join("host-bridge")
+/// The bounds of every download (`--from`, `{ url, digest }` sources),
+/// shared by `up` and `deploy`; see `registry::transfer`.
+#[derive(clap::Args)]
+struct DownloadArgs {
+    /// The largest component downloaded, pulled or uploaded to the admin
+    /// API, in bytes or with a unit (`256Mi`, `1Gi`): one announced or
+    /// found larger is refused.
+    #[arg(long, default_value = "256Mi", value_parser = parse_size, env = "HOST_BRIDGE_MAX_COMPONENT_SIZE")]
+    max_component_size: usize,
+    /// The longest one download may take (`5m`, `90s`); a server that sends
+    /// nothing for 30 s is given up on sooner.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, env = "HOST_BRIDGE_DOWNLOAD_TIMEOUT")]
+    download_timeout: Duration,
+}
+
+impl DownloadArgs {
+    fn limits(&self) -> DownloadLimits {
+        DownloadLimits {
+            max_size: self.max_component_size as u64,
+            timeout: self.download_timeout,
+        }
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -1,7 +1,14 @@
-//! The one HTTP listener, and what is mounted on it.
+//! The HTTP listeners, and what is mounted on them.
 //!
-//! host-bridge listens on a single address (`--listen`, the app port under
-//! Dapr). The listener is bound before any component compiles, so a caller
+//! host-bridge listens on up to three addresses, each with its own
+//! [`Router`]: the app's port (`--listen`, the app port under Dapr), which
+//! serves the components' routes and Dapr's app protocol; the embedded
+//! broker's sidecar API (`--sidecar-listen`), which serves what daprd's
+//! HTTP port would; and the admin API (`--admin`). They are apart so that
+//! whoever can reach the app's routes cannot publish to any topic or read
+//! any key, as under Dapr.
+//!
+//! The app's listener is bound before any component compiles, so a caller
 //! that dials early (daprd dials the app port every 100 ms) gets an answer:
 //! `/healthz` says 503 `starting` until every component is compiled and the
 //! triggers are serving, and 200 from then on. Any other request that
@@ -12,12 +19,16 @@
 //! method and path: the host's own (`/healthz`, `/metrics`), then the
 //! broker backend's, then the HTTP trigger's component routes.
 //!
-//! **Bounded bodies.** No body is read past `--max-body-size` (daprd's
-//! default, 4 MiB). The router puts the limit in every request's
-//! extensions, and endpoints read bodies only through [`read_body`]: a
-//! `Content-Length` over the limit is refused without reading a byte, and a
-//! chunked body is read up to the limit and no further. The sidecar API
-//! answers `413`; a delivery from daprd answers DROP (see `dapr_app`).
+//! **Bounded everything.** Every listener keeps the same [`Limits`]: a cap
+//! on open connections (at the cap it stops accepting), a deadline for a
+//! request's headers (which is also the idle keep-alive timeout), a cap on
+//! their size, and a deadline for a body. No body is read past
+//! `--max-body-size` (daprd's default, 4 MiB). The router puts the limit in
+//! every request's extensions, and endpoints read bodies only through
+//! [`read_body`]: a `Content-Length` over the limit is refused without
+//! reading a byte, and a chunked body is read up to the limit and no
+//! further. The sidecar API answers `413`; a delivery from daprd answers
+//! DROP (see `dapr_app`).
 
 use crate::broker::Metrics;
 use async_trait::async_trait;
@@ -83,6 +94,8 @@ pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Resp
 #[derive(Debug, Clone)]
 pub struct BodyLimit {
     pub max: usize,
+    /// How long the whole body may take to arrive ([`Limits::body_read_timeout`]).
+    pub timeout: Duration,
     /// Where a body over the limit is counted.
     metrics: Arc<Metrics>,
 }
@@ -95,6 +108,8 @@ pub const DEFAULT_MAX_BODY: usize = 4 << 20;
 pub enum BodyError {
     #[error("the body is larger than the limit of {limit} bytes (--max-body-size)")]
     TooLarge { limit: usize },
+    #[error("the body did not arrive within {0:?}")]
+    TimedOut(Duration),
     #[error("cannot read the body: {0}")]
     Broken(String),
 }
@@ -106,6 +121,11 @@ impl BodyError {
             BodyError::TooLarge { .. } => unread_body(error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "ERR_BODY_TOO_LARGE",
+                self.to_string(),
+            )),
+            BodyError::TimedOut(_) => unread_body(error(
+                StatusCode::REQUEST_TIMEOUT,
+                "ERR_BODY_TIMEOUT",
                 self.to_string(),
             )),
             BodyError::Broken(_) => error(StatusCode::BAD_REQUEST, "ERR_BODY", self.to_string()),
@@ -145,17 +165,31 @@ pub fn check_declared_length<B>(request: &http::Request<B>) -> Result<(), BodyEr
 }
 
 /// Reads a whole request body, but never more than its [`BodyLimit`]: a
-/// `Content-Length` over it is refused before a byte is read.
+/// `Content-Length` over it is refused before a byte is read, and a body
+/// that takes longer than the limit's timeout to arrive is refused too.
 pub async fn read_body(request: Request) -> Result<(http::request::Parts, Bytes), BodyError> {
     check_declared_length(&request)?;
     let limit = body_limit(&request);
+    let timeout = request
+        .extensions()
+        .get::<BodyLimit>()
+        .map_or(Limits::default().body_read_timeout, |l| l.timeout);
     let (parts, body) = request.into_parts();
-    match http_body_util::Limited::new(body, limit).collect().await {
-        Ok(body) => Ok((parts, body.to_bytes())),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+    let collected =
+        tokio::time::timeout(timeout, http_body_util::Limited::new(body, limit).collect()).await;
+    match collected {
+        Ok(Ok(body)) => Ok((parts, body.to_bytes())),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
             Err(too_large(&parts.extensions, &parts.uri, limit))
         }
-        Err(e) => Err(BodyError::Broken(e.to_string())),
+        Ok(Err(e)) => Err(BodyError::Broken(e.to_string())),
+        Err(_) => {
+            tracing::warn!(
+                path = parts.uri.path(),
+                "a request body did not arrive within {timeout:?}; refused"
+            );
+            Err(BodyError::TimedOut(timeout))
+        }
     }
 }
 
@@ -188,10 +222,13 @@ pub struct Router {
     /// Signalled when `endpoints` is set.
     ready: tokio::sync::Notify,
     metrics: Arc<Metrics>,
-    /// `APP_API_TOKEN`: when set, every request but `/healthz` must carry it.
+    /// When set (`APP_API_TOKEN` on the app's port, `DAPR_API_TOKEN` on
+    /// the sidecar API's), every request but `/healthz` must carry it.
     app_token: Option<String>,
     /// `--max-body-size`.
     max_body: usize,
+    /// [`Limits::body_read_timeout`].
+    body_read_timeout: Duration,
 }
 
 /// How long a request that arrives during startup waits for the app to be ready.
@@ -208,13 +245,22 @@ pub fn token_matches(expected: &str, given: Option<&str>) -> bool {
 }
 
 impl Router {
-    pub fn new(metrics: Arc<Metrics>, app_token: Option<String>, max_body: usize) -> Arc<Router> {
+    /// A router whose requests must carry `token` (but for `/healthz`),
+    /// if one is given, and whose bodies are bounded by `max_body` and
+    /// `limits`' body timeout.
+    pub fn new(
+        metrics: Arc<Metrics>,
+        token: Option<String>,
+        max_body: usize,
+        limits: &Limits,
+    ) -> Arc<Router> {
         Arc::new(Router {
             endpoints: OnceLock::new(),
             ready: tokio::sync::Notify::new(),
             metrics,
-            app_token,
+            app_token: token,
             max_body,
+            body_read_timeout: limits.body_read_timeout,
         })
     }
 
@@ -247,12 +293,14 @@ impl Router {
     async fn route(&self, mut request: Request) -> Response {
         request.extensions_mut().insert(BodyLimit {
             max: self.max_body,
+            timeout: self.body_read_timeout,
             metrics: self.metrics.clone(),
         });
         let path = request.uri().path();
         let method = request.method();
         if let Some(expected) = &self.app_token
             && path != "/healthz"
+            && path != "/v1.0/healthz"
         {
             let given = request
                 .headers()
@@ -303,23 +351,134 @@ impl Router {
     }
 }
 
-/// Accepts connections until `shutdown` resolves; each connection is served
-/// on its own task, with `TCP_NODELAY` set.
+/// The bounds every listener keeps, whoever connects (SECURITY.md lists
+/// them). They are set where a listener is made, from the CLI's options,
+/// and hold for the app's port, the sidecar API and the admin API alike.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// The most connections open at once. At the cap the listener stops
+    /// accepting: new clients wait in the kernel's backlog until one
+    /// closes, and the process never runs out of file descriptors.
+    pub max_connections: usize,
+    /// How long a request's line and headers may take to arrive. hyper
+    /// starts this clock when a connection begins waiting for its next
+    /// request, so it is the idle keep-alive timeout too: a connection that
+    /// sends nothing, or half a header, is closed when it runs out.
+    pub header_read_timeout: Duration,
+    /// The most bytes of request line and headers; past it, `431`.
+    pub max_header_bytes: usize,
+    /// How long a whole request body may take to arrive once its headers
+    /// have ([`read_body`]); a body that trickles in is refused with `408`.
+    pub body_read_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 4096,
+            header_read_timeout: Duration::from_secs(30),
+            max_header_bytes: 64 << 10,
+            body_read_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A listener's connections, counted against [`Limits::max_connections`].
+///
+/// The same semaphore is how shutdown drains: every open connection holds
+/// one permit, so when all permits are back, every request in flight
+/// (an HTTP trigger's, a delivery's) has been answered.
+struct Connections {
+    permits: Arc<tokio::sync::Semaphore>,
+    max: usize,
+}
+
+impl Connections {
+    fn new(max: usize) -> Connections {
+        let max = max.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
+        Connections {
+            permits: Arc::new(tokio::sync::Semaphore::new(max)),
+            max,
+        }
+    }
+
+    /// Waits at most `grace` for every connection to close; returns how
+    /// many were still open.
+    async fn drain(&self, grace: Duration) -> usize {
+        let all = u32::try_from(self.max).unwrap_or(u32::MAX);
+        match tokio::time::timeout(grace, self.permits.acquire_many(all)).await {
+            Ok(_) => 0,
+            Err(_) => self.max - self.permits.available_permits(),
+        }
+    }
+}
+
+/// Accepts connections until `shutdown` resolves, within `limits`; each
+/// connection is served on its own task, with `TCP_NODELAY` set.
 ///
 /// On shutdown the listener closes, so new connections (daprd's health
 /// probes among them) are refused, and every open connection is shut down
 /// gracefully: a request it is serving runs to its end and is answered,
-/// then the connection closes instead of reading another request. So
-/// nothing new comes in while the backend drains what is in flight.
-pub async fn serve(listener: TcpListener, router: Arc<Router>, shutdown: impl Future<Output = ()>) {
+/// then the connection closes instead of reading another request. `serve`
+/// returns once every connection has closed, or after `grace`, with how
+/// many were still open: so an HTTP request in flight on SIGTERM is
+/// answered, as a delivery is, before the process exits.
+pub async fn serve(
+    listener: TcpListener,
+    router: Arc<Router>,
+    limits: Limits,
+    grace: Duration,
+    shutdown: impl Future<Output = ()>,
+) -> usize {
+    serve_with(listener, router, limits, grace, shutdown, |stream| async {
+        Ok(stream)
+    })
+    .await
+}
+
+/// [`serve`], with `handshake` run on each accepted socket before HTTP is
+/// spoken on it (TLS, for the admin API). A failed handshake closes that
+/// connection only.
+pub async fn serve_with<Io, H, F>(
+    listener: TcpListener,
+    router: Arc<Router>,
+    limits: Limits,
+    grace: Duration,
+    shutdown: impl Future<Output = ()>,
+    handshake: H,
+) -> usize
+where
+    Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    H: Fn(tokio::net::TcpStream) -> F,
+    F: Future<Output = std::io::Result<Io>> + Send + 'static,
+{
     let mut shutdown = std::pin::pin!(shutdown);
     let (stopping, stop) = tokio::sync::watch::channel(false);
+    let connections = Connections::new(limits.max_connections);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.keep_alive(true)
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_header_size(limits.max_header_bytes)
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    let http = Arc::new(http);
     loop {
+        // Backpressure: a connection is accepted only when it can be served.
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            permit = connections.permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
+        if connections.permits.available_permits() == 0 {
+            tracing::warn!(
+                "{} connections are open, the most --max-connections allows: new ones wait until one closes",
+                connections.max
+            );
+        }
         let (stream, peer) = tokio::select! {
-            _ = &mut shutdown => {
-                let _ = stopping.send(true);
-                return;
-            }
+            _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
@@ -340,17 +499,31 @@ pub async fn serve(listener: TcpListener, router: Arc<Router>, shutdown: impl Fu
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(%peer, "cannot set TCP_NODELAY: {e}");
         }
+        let local = stream.local_addr().ok().map(LocalAddr);
+        let handshake = handshake(stream);
         let router = router.clone();
+        let http = http.clone();
         let mut stop = stop.clone();
+        let header_read_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
+            let _permit = permit;
+            // The handshake is bounded like a header: a client that opens a
+            // TLS connection and says nothing is closed as one that opens a
+            // plain one would be.
+            let io = match tokio::time::timeout(header_read_timeout, handshake).await {
+                Ok(Ok(io)) => io,
+                Ok(Err(e)) => return tracing::debug!(%peer, "handshake failed: {e}"),
+                Err(_) => return tracing::debug!(%peer, "handshake timed out"),
+            };
             let service = hyper::service::service_fn(move |mut request: Request| {
                 let router = router.clone();
                 request.extensions_mut().insert(peer);
+                if let Some(local) = local {
+                    request.extensions_mut().insert(local);
+                }
                 async move { Ok::<_, Infallible>(router.route(request).await) }
             });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service);
+            let connection = http.serve_connection(TokioIo::new(io), service);
             let mut connection = std::pin::pin!(connection);
             let ended = tokio::select! {
                 ended = connection.as_mut() => ended,
@@ -364,7 +537,15 @@ pub async fn serve(listener: TcpListener, router: Arc<Router>, shutdown: impl Fu
             }
         });
     }
+    drop(listener);
+    let _ = stopping.send(true);
+    connections.drain(grace).await
 }
+
+/// The address a request came in on (the listener's side of the socket),
+/// in every request's extensions.
+#[derive(Debug, Clone, Copy)]
+pub struct LocalAddr(pub std::net::SocketAddr);
 
 #[cfg(test)]
 mod tests {

@@ -188,7 +188,7 @@ fn bodies_over_the_limit_are_refused_unread_everywhere() {
         &env,
         None,
     );
-    let publish = format!("{}/v1.0/publish/pubsub/orders", host.url);
+    let publish = format!("{}/v1.0/publish/pubsub/orders", host.api_url);
     let declared = client().post(&publish).body(big.clone()).send().unwrap();
     assert_eq!(declared.status(), 413);
     // The rest of the body is still on the wire: the connection closes, and
@@ -233,7 +233,7 @@ fn a_full_embedded_queue_refuses_publishes_with_503_and_counts_them() {
         client()
             .post(format!(
                 "{}/v1.0/publish/pubsub/slow?metadata.cloudevent.id={id}",
-                host.url
+                host.api_url
             ))
             .body("x")
             .send()

@@ -16,7 +16,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-const TOKEN: &str = "s3cret-admin-token";
+/// 32 bytes at the least, or `up` refuses it.
+const TOKEN: &str = "s3cret-admin-token-for-the-deploy-tests";
 const SLOW: Duration = Duration::from_secs(60);
 
 /// The subscriber `live` on topic `record-live`, from `live.wasm` in the

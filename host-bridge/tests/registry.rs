@@ -7,77 +7,14 @@
 
 mod common;
 
+use common::registry::Registry;
 use common::{Host, free_port, orders_manifest};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// A `docker-registry serve` on a free localhost port, storing in a
-/// temporary directory; killed when dropped.
-struct Registry {
-    process: Child,
-    address: String,
-    storage: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Registry {
-    fn start() -> Registry {
-        let dir = tempfile::tempdir().unwrap();
-        let storage = dir.path().join("storage");
-        let address = format!("127.0.0.1:{}", free_port());
-        let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {address}\n",
-                storage.display()
-            ),
-        )
-        .unwrap();
-        let process = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("cannot start docker-registry (make setup-dapr installs it)");
-        let registry = Registry {
-            process,
-            address,
-            storage,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let url = format!("http://{}/v2/", registry.address);
-        while !common::client()
-            .get(&url)
-            .send()
-            .is_ok_and(|r| r.status().is_success())
-        {
-            assert!(Instant::now() < deadline, "docker-registry did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        registry
-    }
-
-    /// The file holding blob `digest` in the registry's storage.
-    fn blob(&self, digest: &str) -> PathBuf {
-        let hex = digest.strip_prefix("sha256:").unwrap();
-        self.storage
-            .join("docker/registry/v2/blobs/sha256")
-            .join(&hex[..2])
-            .join(hex)
-            .join("data")
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.process.kill();
-        let _ = self.process.wait();
-    }
-}
+/// The admin API's token: 32 bytes at the least, or `up` refuses it.
+const ADMIN_TOKEN: &str = "registry-test-admin-token-0123456789";
 
 fn host_bridge(args: &[&str], dir: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_host-bridge"))
@@ -130,7 +67,7 @@ fn an_app_pushed_to_a_registry_runs_from_it_and_a_tampered_blob_is_refused() {
         tempfile::tempdir().unwrap(),
         "this manifest is not used",
         free_port(),
-        &[("HOST_BRIDGE_ADMIN_TOKEN", "t0ken".to_owned())],
+        &[("HOST_BRIDGE_ADMIN_TOKEN", ADMIN_TOKEN.to_owned())],
         None,
         &[
             "--from",
@@ -165,7 +102,7 @@ fn an_app_pushed_to_a_registry_runs_from_it_and_a_tampered_blob_is_refused() {
             &reference,
         ])
         .args(["--insecure", "--host", &format!("http://{admin}")])
-        .env("HOST_BRIDGE_ADMIN_TOKEN", "t0ken")
+        .env("HOST_BRIDGE_ADMIN_TOKEN", ADMIN_TOKEN)
         .output()
         .unwrap();
     let answer = String::from_utf8_lossy(&deployed.stdout);

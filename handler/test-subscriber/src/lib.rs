@@ -17,6 +17,7 @@
 //! | `probe`  | saves what the sandbox lets it see under `probe-{id}` |
 //! | `forward` | publishes the data to `record-forwarded` with id `fwd-{id}`, setting no trace context |
 //! | `store`  | saves the data, byte for byte, under `stored-{id}`, reads it back, and saves `same` or `differs` under `readback-{id}` |
+//! | `print`  | writes the data, byte for byte, to stderr (`print-stdout`: to stdout), and succeeds |
 //!
 //! Every delivery but `relay` first increments `attempts-{id}` in the state store, so a
 //! test can count deliveries even of guests that then crash. The count is
@@ -87,6 +88,8 @@ impl Guest for TestSubscriber {
             probe(&event)
         } else if topic.starts_with("drop") {
             Status::Drop
+        } else if topic.starts_with("print") {
+            print(&event)
         } else {
             eprintln!("test-subscriber: no behaviour for topic {topic}");
             Status::Drop
@@ -202,6 +205,21 @@ fn publish_on(event: &Event, topic: &str, prefix: &str) -> Status {
             );
             Status::Retry
         }
+    }
+}
+
+/// Writes the data as it came, unchecked, so a test can see what the host
+/// makes of a guest's output (`print-stdout`: to stdout, else stderr).
+fn print(event: &Event) -> Status {
+    use std::io::Write;
+    let written = if event.topic.starts_with("print-stdout") {
+        std::io::stdout().write_all(&event.data)
+    } else {
+        std::io::stderr().write_all(&event.data)
+    };
+    match written {
+        Ok(()) => Status::Success,
+        Err(_) => Status::Retry,
     }
 }
 

@@ -37,12 +37,34 @@
 //! messages. A publish is all or nothing: it takes a place in every queue it
 //! goes to, or, if one is full, it is refused as `unavailable` (a `503` on
 //! the sidecar API) and counted, and goes nowhere. A message on its way to a
-//! dead-letter topic is never refused: it waits for room.
+//! dead-letter topic is never refused, and never waits for room either:
+//!
+//! - **A dead letter holds no delivery slot.** The delivery gives its slot
+//!   back before the message moves. The move writes the dead letter's rows
+//!   and removes the original in one journal commit, waited for (the
+//!   original is gone only once its dead letter is on disk); a queue with no
+//!   room gets the row marked "on disk only", and its feeder puts it in the
+//!   queue when room frees up. So a slow or full dead-letter topic cannot
+//!   stall the topic it serves. (Loops of dead-letter topics are refused
+//!   when the manifest is loaded, see `manifest/dead_letters.rs`.)
+//! - **Memory is bounded by `max_queued`, not by the journal.** Each
+//!   subscription has one feeder task: after a restart it replays the rows
+//!   an earlier run left, a page at a time (`journal::PAGE_ROWS`, at most
+//!   `journal::PAGE_BYTES`), waiting for room in the queue before each
+//!   message; then it takes the spilled dead letters the same way. At most
+//!   `max_queued` messages wait in memory per subscription, plus
+//!   [`MAX_CONCURRENT_DELIVERIES`] being delivered and one page.
+//! - **Order during a replay.** Each subscription's replay goes oldest
+//!   first. Publishes are taken meanwhile if the queue has room, so a new
+//!   message may be delivered before older ones are replayed (order was
+//!   never guaranteed). The replay cannot be starved: it waits for room with
+//!   `reserve`, and a freed place goes to a waiter before a publish's
+//!   `try_reserve` can take it, so while the replay runs, publishes find the
+//!   queue full more often and are refused with `503`, never lost.
 
 use super::dapr_app::DaprAppProtocol;
-use super::journal::{self, Journal, QueueKey, StoredMessage};
+use super::journal::{self, Journal, JournalError, QueueKey, StoredMessage};
 use super::routing::Rule;
-use super::sidecar_api::SidecarApi;
 use super::{Broker, DeliveryTarget, InFlight, Metrics, StateStore, Subscription, cloudevent};
 use crate::contract::{Event, Message, PublishError, StateError, Status};
 use crate::manifest::DeliveryPolicy;
@@ -51,7 +73,7 @@ use async_trait::async_trait;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Notify, Semaphore, mpsc};
 
 /// How many messages one subscription handles at the same time.
 pub const MAX_CONCURRENT_DELIVERIES: usize = 32;
@@ -81,11 +103,19 @@ impl Envelope {
 
 type TopicKey = (String, String);
 
-/// One subscription's queue on a topic.
-struct Queue {
+/// A subscription's queue, as a publish or a dead letter finds it.
+#[derive(Clone)]
+struct Target {
     tx: mpsc::Sender<Envelope>,
     /// The subscription: its pub/sub, topic and component.
     key: QueueKey,
+    /// Wakes the queue's feeder when a dead letter was left on disk for it.
+    spilled: Arc<Notify>,
+}
+
+/// One subscription's queue on a topic.
+struct Queue {
+    target: Target,
     /// Whether the topic is routed with `match` rules: then each message
     /// goes to one routed queue, not to all.
     routed: bool,
@@ -96,8 +126,6 @@ struct Queue {
 /// The embedded broker.
 pub struct EmbeddedBroker {
     inner: Arc<Inner>,
-    /// Served with the broker on the sidecar API.
-    state_store: Arc<dyn StateStore>,
     /// Deliveries pushed over Dapr's app-side protocol.
     pushed: Arc<DaprAppProtocol>,
 }
@@ -120,11 +148,9 @@ impl EmbeddedBroker {
         app_id: &str,
         policy: DeliveryPolicy,
         metrics: Arc<Metrics>,
-        state_store: Arc<dyn StateStore>,
         journal: Option<Arc<Journal>>,
     ) -> EmbeddedBroker {
         EmbeddedBroker {
-            state_store,
             pushed: Arc::new(DaprAppProtocol::new(metrics.clone())),
             inner: Arc::new(Inner {
                 app_id: app_id.to_owned(),
@@ -157,15 +183,15 @@ impl Broker for EmbeddedBroker {
         // All or nothing: a place in every queue first, then the journal,
         // then the sends.
         let mut permits = Vec::with_capacity(targets.len());
-        for (tx, key) in &targets {
-            match tx.try_reserve() {
-                Ok(permit) => permits.push((permit, key)),
+        for target in &targets {
+            match target.tx.try_reserve() {
+                Ok(permit) => permits.push((permit, &target.key)),
                 Err(mpsc::error::TrySendError::Full(())) => {
                     Metrics::inc(&self.inner.metrics.publishes_refused_queue_full);
                     return Err(PublishError::Unavailable(format!(
                         "the embedded broker's queue for `{}` on {pubsubname}/{topic} is full \
                          ({} messages waiting); try again later",
-                        key.component, self.inner.policy.max_queued
+                        target.key.component, self.inner.policy.max_queued
                     )));
                 }
                 // Shutting down: the subscription no longer takes messages.
@@ -178,10 +204,18 @@ impl Broker for EmbeddedBroker {
             seq: None,
             attempts: 0,
         };
-        let envelopes = self
+        let (envelopes, rows) = self
             .inner
-            .persist(&envelope, permits.iter().map(|(_, key)| *key))
-            .await?;
+            .copies(&envelope, permits.iter().map(|(_, key)| *key));
+        // A topic nobody subscribes to: nothing to write.
+        if let Some(journal) = &self.inner.journal
+            && !rows.is_empty()
+        {
+            journal
+                .append(rows)
+                .await
+                .map_err(|e| PublishError::Broker(e.to_string()))?;
+        }
         Metrics::inc(&self.inner.metrics.published);
         for ((permit, _), envelope) in permits.into_iter().zip(envelopes) {
             self.inner.in_flight.enter();
@@ -203,6 +237,9 @@ impl Broker for EmbeddedBroker {
             .filter(|s| s.trigger.rule.is_some())
             .map(key)
             .collect();
+        // One feeder per queue key (two triggers of one component on one
+        // topic share their rows on disk, so they share a feeder).
+        let mut feeders: Vec<Feeder> = Vec::new();
         for subscription in subscriptions {
             let (tx, rx) = mpsc::channel(self.inner.policy.max_queued);
             let rule = subscription.trigger.rule.as_deref().and_then(|source| {
@@ -210,9 +247,25 @@ impl Broker for EmbeddedBroker {
                     .inspect_err(|e| tracing::error!(component = %subscription.trigger.component, "match: {e}"))
                     .ok()
             });
+            let queue = queue_key(&subscription.trigger);
+            let spilled = match feeders.iter().find(|f| f.queue == queue) {
+                Some(feeder) => feeder.spilled.clone(),
+                None => {
+                    let spilled = Arc::new(Notify::new());
+                    feeders.push(Feeder {
+                        queue: queue.clone(),
+                        tx: tx.downgrade(),
+                        spilled: spilled.clone(),
+                    });
+                    spilled
+                }
+            };
             topics.entry(key(&subscription)).or_default().push(Queue {
-                tx,
-                key: queue_key(&subscription.trigger),
+                target: Target {
+                    tx,
+                    key: queue,
+                    spilled,
+                },
                 routed: routed.contains(&key(&subscription)),
                 rule,
             });
@@ -224,15 +277,8 @@ impl Broker for EmbeddedBroker {
             ));
         }
         drop(topics);
-        self.inner.clone().resume();
-        let pushed = self.pushed.clone();
-        vec![
-            Arc::new(SidecarApi {
-                state_store: self.state_store.clone(),
-                broker: self,
-            }),
-            pushed,
-        ]
+        self.inner.clone().start_feeders(feeders);
+        vec![self.pushed.clone()]
     }
 
     async fn shutdown(&self, grace: Duration) -> u64 {
@@ -259,18 +305,13 @@ impl Inner {
     /// with `match` rules, the first whose rule holds (else the default). A
     /// topic nobody subscribes to drops the message, as Dapr's in-memory
     /// broker does.
-    fn targets(
-        &self,
-        pubsubname: &str,
-        topic: &str,
-        event: &Event,
-    ) -> Vec<(mpsc::Sender<Envelope>, QueueKey)> {
+    fn targets(&self, pubsubname: &str, topic: &str, event: &Event) -> Vec<Target> {
         let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
         let Some(queues) = topics.get(&(pubsubname.to_owned(), topic.to_owned())) else {
             tracing::debug!(%pubsubname, %topic, id = %event.id, "no subscriber; message discarded");
             return Vec::new();
         };
-        let target = |q: &Queue| (q.tx.clone(), q.key.clone());
+        let target = |q: &Queue| q.target.clone();
         let mut targets: Vec<_> = queues.iter().filter(|q| !q.routed).map(target).collect();
         let routed: Vec<&Queue> = queues.iter().filter(|q| q.routed).collect();
         if !routed.is_empty() {
@@ -288,62 +329,90 @@ impl Inner {
         targets
     }
 
-    /// One copy of `envelope` per queue in `queues`, each written to the
-    /// journal (in one commit, waited for) when there is one.
-    async fn persist<'a>(
+    /// One copy of `envelope` per queue in `queues`, and with a journal,
+    /// each copy's new row (its attempts start again at 0).
+    fn copies<'a>(
         &self,
         envelope: &Envelope,
         queues: impl Iterator<Item = &'a QueueKey>,
-    ) -> Result<Vec<Envelope>, PublishError> {
-        let Some(journal) = &self.journal else {
-            return Ok(queues.map(|_| envelope.clone()).collect());
-        };
+    ) -> (Vec<Envelope>, Vec<(u64, StoredMessage)>) {
         let mut rows = Vec::new();
         let mut copies = Vec::new();
         for queue in queues {
             let copy = Envelope {
-                seq: Some(journal.next_seq()),
+                seq: self.journal.as_ref().map(|j| j.next_seq()),
                 attempts: 0,
                 ..envelope.clone()
             };
-            rows.push((copy.seq.unwrap_or_default(), copy.stored(queue)));
+            if let Some(seq) = copy.seq {
+                rows.push((seq, copy.stored(queue)));
+            }
             copies.push(copy);
         }
-        let written = match envelope.seq {
-            Some(seq) => journal.replace(seq, rows).await,
-            // A topic nobody subscribes to: nothing to write.
-            None if rows.is_empty() => Ok(()),
-            None => journal.append(rows).await,
-        };
-        written.map_err(|e| PublishError::Broker(e.to_string()))?;
-        Ok(copies)
+        (copies, rows)
     }
 
-    /// Moves a message to the queues of `pubsubname/topic`, waiting for
-    /// room in full ones (dead letters are never refused). On disk, the new
-    /// rows and the removal of the old one are one commit.
-    async fn route_waiting(&self, pubsubname: &str, topic: &str, envelope: Envelope) {
+    /// Moves a message that will not be handled to the queues of its
+    /// dead-letter topic `pubsubname/topic`.
+    ///
+    /// Invariant: the move never waits for room, so it holds nothing up (the
+    /// delivery has given back its slot already). A queue with room gets the
+    /// message at once; a full one gets it on disk only, marked for its
+    /// feeder. On disk the new rows, their marks and the removal of the
+    /// original are one commit, waited for: the original is forgotten only
+    /// once its dead letters are on disk, and if the commit fails, the
+    /// original stays and is delivered again after a restart.
+    async fn move_to(self: &Arc<Self>, pubsubname: &str, topic: &str, envelope: Envelope) {
         let targets = self.targets(pubsubname, topic, &envelope.event);
-        let mut permits = Vec::with_capacity(targets.len());
-        for (tx, key) in &targets {
-            if let Ok(permit) = tx.reserve().await {
-                permits.push((permit, key));
+        let mut ready = Vec::with_capacity(targets.len());
+        let mut full = Vec::new();
+        for target in &targets {
+            match target.tx.try_reserve() {
+                Ok(permit) => ready.push((permit, target)),
+                // Full, or closed because the host is stopping: on disk, it
+                // is delivered after the restart.
+                Err(_) => full.push(target),
             }
         }
-        match self
-            .persist(&envelope, permits.iter().map(|(_, key)| *key))
-            .await
-        {
-            Ok(copies) => {
-                for ((permit, _), copy) in permits.into_iter().zip(copies) {
+        let keys = ready
+            .iter()
+            .map(|(_, t)| &t.key)
+            .chain(full.iter().map(|t| &t.key));
+        let (copies, rows) = self.copies(&envelope, keys);
+        let (Some(journal), Some(seq)) = (&self.journal, envelope.seq) else {
+            // --in-memory: there is no disk to leave a copy on, so a copy
+            // for a full queue waits for room in a task of its own, which
+            // holds no slot either.
+            let mut copies = copies.into_iter();
+            for ((permit, _), copy) in ready.into_iter().zip(copies.by_ref()) {
+                self.in_flight.enter();
+                permit.send(copy);
+            }
+            for (target, copy) in full.into_iter().zip(copies) {
+                self.in_flight.enter();
+                let (inner, tx) = (self.clone(), target.tx.clone());
+                tokio::spawn(async move {
+                    if tx.send(copy).await.is_err() {
+                        inner.in_flight.leave();
+                    }
+                });
+            }
+            return;
+        };
+        let spilled: Vec<u64> = copies[ready.len()..].iter().filter_map(|c| c.seq).collect();
+        match journal.replace(seq, rows, &spilled).await {
+            Ok(()) => {
+                for ((permit, _), copy) in ready.into_iter().zip(copies) {
                     self.in_flight.enter();
                     permit.send(copy);
                 }
+                for target in full {
+                    tracing::debug!(topic = %target.key.topic, component = %target.key.component, id = %envelope.event.id, "the dead-letter queue is full; the message waits on disk");
+                    target.spilled.notify_one();
+                }
             }
-            // The old row stays, so the message is delivered again after a
-            // restart rather than lost.
             Err(e) => {
-                tracing::error!(%topic, id = %envelope.event.id, "cannot move the message to the dead-letter topic: {e:?}")
+                tracing::error!(%topic, id = %envelope.event.id, "cannot move the message to the dead-letter topic; it stays on disk and is delivered again after a restart: {e}")
             }
         }
     }
@@ -355,62 +424,81 @@ impl Inner {
         }
     }
 
-    /// Hands the messages the journal kept from an earlier run back to their
-    /// subscriptions. A message whose subscription is gone from the manifest
-    /// stays on disk, and is reported.
-    fn resume(self: Arc<Self>) {
+    /// Starts each queue's feeder, which hands the messages the journal
+    /// kept from an earlier run back to their subscription as it has room,
+    /// and after that, dead letters left on disk. A message whose
+    /// subscription is gone from the manifest stays on disk, and is
+    /// reported.
+    fn start_feeders(self: Arc<Self>, feeders: Vec<Feeder>) {
         let Some(journal) = self.journal.clone() else {
             return;
         };
-        let rows = match journal.load() {
-            Ok(rows) => rows,
+        let kept = match journal.replay_counts() {
+            Ok(kept) => kept,
             Err(e) => {
-                tracing::error!("{e}");
-                return;
+                tracing::error!(
+                    "{e}; nothing kept from an earlier run is delivered until the next start"
+                );
+                Vec::new()
             }
         };
-        if rows.is_empty() {
-            return;
+        let mut replayed = 0;
+        for (queue, count) in kept {
+            if feeders.iter().any(|f| f.queue == queue) {
+                replayed += count;
+            } else {
+                tracing::warn!(
+                    pubsubname = %queue.pubsubname,
+                    topic = %queue.topic,
+                    component = %queue.component,
+                    count,
+                    "messages kept for a subscription that is not in the manifest; they stay on disk"
+                );
+            }
         }
-        let queues: HashMap<QueueKey, mpsc::Sender<Envelope>> = self
-            .topics
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .flatten()
-            .map(|q| (q.key.clone(), q.tx.clone()))
-            .collect();
-        eprintln!(
-            "host-bridge: {} message(s) kept in {} from an earlier run are delivered again",
-            rows.len(),
-            journal.path().display()
-        );
-        for (seq, stored) in rows {
-            let Some(tx) = queues.get(&stored.queue).cloned() else {
-                tracing::warn!(queue = ?stored.queue, seq, "a kept message's subscription is not in the manifest; it stays on disk");
-                continue;
-            };
-            let event = match stored.event.to_event() {
-                Ok(event) => event,
-                Err(e) => {
-                    tracing::error!(seq, "{e}; it stays on disk");
-                    continue;
-                }
-            };
-            let envelope = Envelope {
-                event,
-                expires: stored.expires_unix_ms.map(journal::from_unix_ms),
-                seq: Some(seq),
-                attempts: stored.attempts,
-            };
-            self.in_flight.enter();
-            let inner = self.clone();
-            tokio::spawn(async move {
-                if tx.send(envelope).await.is_err() {
-                    inner.in_flight.leave();
-                }
-            });
+        if replayed > 0 {
+            eprintln!(
+                "host-bridge: {replayed} message(s) kept in {} from an earlier run are delivered again, \
+                 at most {} waiting in memory per subscription",
+                journal.path().display(),
+                self.policy.max_queued
+            );
         }
+        for feeder in feeders {
+            tokio::spawn(feed(self.clone(), journal.clone(), feeder));
+        }
+    }
+
+    /// Puts a message read back from the journal in its queue, waiting for
+    /// room. Returns `false` once the queue is closed (the host is
+    /// stopping): what is left stays on disk for the next start.
+    async fn enqueue(
+        &self,
+        tx: &mpsc::WeakSender<Envelope>,
+        seq: u64,
+        stored: StoredMessage,
+    ) -> bool {
+        let event = match stored.event.to_event() {
+            Ok(event) => event,
+            Err(e) => {
+                tracing::error!(seq, "{e}; it stays on disk");
+                return true;
+            }
+        };
+        let Some(tx) = tx.upgrade() else {
+            return false;
+        };
+        let Ok(permit) = tx.reserve().await else {
+            return false;
+        };
+        self.in_flight.enter();
+        permit.send(Envelope {
+            event,
+            expires: stored.expires_unix_ms.map(journal::from_unix_ms),
+            seq: Some(seq),
+            attempts: stored.attempts,
+        });
+        true
     }
 
     /// The wait before delivery `attempt + 1`, after `attempt` failed ones.
@@ -420,6 +508,88 @@ impl Inner {
             .initial_backoff
             .saturating_mul(factor)
             .min(self.policy.max_backoff)
+    }
+}
+
+/// What a queue's feeder needs: which rows are its, where to put them, and
+/// what wakes it when a dead letter was left on disk for it.
+struct Feeder {
+    queue: QueueKey,
+    /// Weak, so that the feeder does not keep the queue open at shutdown.
+    tx: mpsc::WeakSender<Envelope>,
+    spilled: Arc<Notify>,
+}
+
+/// Runs `read` on the journal off the async threads (redb reads block).
+async fn read_journal<T: Send + 'static>(
+    journal: &Arc<Journal>,
+    read: impl FnOnce(&Journal) -> Result<T, JournalError> + Send + 'static,
+) -> Result<T, String> {
+    let journal = journal.clone();
+    match tokio::task::spawn_blocking(move || read(&journal)).await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(e) => Err(format!("the journal read stopped: {e}")),
+    }
+}
+
+/// A queue's feeder: puts the messages of `feeder.queue` that are on disk
+/// only into the queue, one page at a time, as it has room. First the rows
+/// an earlier run left (the replay, oldest first, and stopping at
+/// [`Journal::replay_end`], since later rows are in the queue already), then,
+/// for as long as the host runs, dead letters that found the queue full.
+///
+/// Invariant: besides the queue (`max_queued`), it holds at most one page
+/// in memory, however many messages the disk holds.
+async fn feed(inner: Arc<Inner>, journal: Arc<Journal>, feeder: Feeder) {
+    let Feeder { queue, tx, spilled } = feeder;
+    let mut from = 0;
+    loop {
+        let key = queue.clone();
+        let page = match read_journal(&journal, move |j| j.replay_page(&key, from)).await {
+            Ok(page) => page,
+            Err(e) => {
+                tracing::error!(topic = %queue.topic, component = %queue.component, "cannot replay the journal: {e}; the rest stays on disk until the next start");
+                break;
+            }
+        };
+        for (seq, stored) in page.rows {
+            if !inner.enqueue(&tx, seq, stored).await {
+                return;
+            }
+        }
+        match page.next {
+            Some(next) => from = next,
+            None => break,
+        }
+    }
+    loop {
+        let key = queue.clone();
+        let page = match read_journal(&journal, move |j| j.spilled_page(&key)).await {
+            Ok(page) => page,
+            Err(e) => {
+                tracing::error!(topic = %queue.topic, component = %queue.component, "cannot read dead letters left on disk: {e}; they are delivered after the next start");
+                return;
+            }
+        };
+        if page.is_empty() {
+            spilled.notified().await;
+            continue;
+        }
+        let mut taken = Vec::with_capacity(page.len());
+        for (seq, stored) in page {
+            if let Some(stored) = stored
+                && !inner.enqueue(&tx, seq, stored).await
+            {
+                return;
+            }
+            taken.push(seq);
+        }
+        // Waited for, so the next page does not hold these again.
+        if let Err(e) = journal.unspill(&queue, &taken).await {
+            tracing::error!(topic = %queue.topic, component = %queue.component, "{e}; dead letters left on disk are delivered after the next start");
+            return;
+        }
+        tracing::debug!(topic = %queue.topic, component = %queue.component, count = taken.len(), "dead letters left on disk are queued");
     }
 }
 
@@ -437,24 +607,29 @@ async fn run_subscription(
         };
         let (inner, subscription, target) = (inner.clone(), subscription.clone(), target.clone());
         tokio::spawn(async move {
-            deliver(&inner, &subscription, target.as_ref(), envelope).await;
-            inner.in_flight.leave();
+            let gave_up = deliver(&inner, &subscription, target.as_ref(), envelope).await;
+            // The slot goes back before a dead letter moves: a move never
+            // holds one, so a slow dead-letter topic cannot stall this one.
             drop(slot);
+            if let Some((envelope, why)) = gave_up {
+                dead_letter(&inner, &subscription.trigger, envelope, why).await;
+            }
+            inner.in_flight.leave();
         });
     }
 }
 
-/// Delivers one message until it is acked, dead-lettered or given up on.
+/// Delivers one message until it is acked or expired, or returns it with
+/// why it will not be handled, for [`dead_letter`].
 ///
-/// Invariant: the message is acked (this function returns without sending it
-/// anywhere) only after the guest answered SUCCESS, or DROP with no
-/// dead-letter topic to send it to.
+/// Invariant: the message is acked here only after the guest answered
+/// SUCCESS (or it expired); DROP and running out of attempts hand it back.
 async fn deliver(
     inner: &Inner,
     subscription: &Subscription,
     target: &dyn DeliveryTarget,
     envelope: Envelope,
-) {
+) -> Option<(Envelope, GaveUp)> {
     let trigger = &subscription.trigger;
     let id = envelope.event.id.clone();
     let mut envelope = envelope;
@@ -463,7 +638,7 @@ async fn deliver(
             tracing::info!(topic = %trigger.topic, component = %trigger.component, %id, "message expired (ttl) before it was handled; discarded");
             Metrics::inc(&inner.metrics.discarded_expired);
             inner.ack(&envelope);
-            return;
+            return None;
         }
         match target
             .deliver(subscription.index, envelope.event.clone())
@@ -471,19 +646,17 @@ async fn deliver(
         {
             Status::Success => {
                 inner.ack(&envelope);
-                return;
+                return None;
             }
             Status::Drop => {
                 tracing::info!(topic = %trigger.topic, component = %trigger.component, %id, "guest dropped the message");
-                dead_letter(inner, trigger, envelope, GaveUp::Dropped).await;
-                return;
+                return Some((envelope, GaveUp::Dropped));
             }
             Status::Retry => {
                 envelope.attempts += 1;
                 if envelope.attempts >= inner.policy.max_attempts {
                     tracing::warn!(topic = %trigger.topic, component = %trigger.component, %id, attempts = envelope.attempts, "message still not handled after the last attempt");
-                    dead_letter(inner, trigger, envelope, GaveUp::OutOfAttempts).await;
-                    return;
+                    return Some((envelope, GaveUp::OutOfAttempts));
                 }
                 // The count survives a restart, so the attempts are not
                 // started over.
@@ -516,11 +689,11 @@ enum GaveUp {
     OutOfAttempts,
 }
 
-/// Sends a message that will not be handled to the dead-letter topic. With
-/// none, a dropped message is simply acked, and one out of attempts is
-/// logged and counted as discarded.
+/// Sends a message that will not be handled to the dead-letter topic
+/// ([`Inner::move_to`]). With none, a dropped message is simply acked, and
+/// one out of attempts is logged and counted as discarded.
 async fn dead_letter(
-    inner: &Inner,
+    inner: &Arc<Inner>,
     trigger: &crate::manifest::PubsubTrigger,
     envelope: Envelope,
     why: GaveUp,
@@ -532,7 +705,7 @@ async fn dead_letter(
             // The event goes on unchanged, so the dead-letter handler sees
             // the original id, topic and payload.
             inner
-                .route_waiting(
+                .move_to(
                     &trigger.pubsubname,
                     dlt,
                     Envelope {

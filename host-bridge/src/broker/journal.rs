@@ -10,11 +10,27 @@
 //!   once that commit returned.
 //! - **A row goes only when its message is done**: acked (SUCCESS, or DROP
 //!   with nowhere to go), moved to a dead-letter topic (the move is one
-//!   commit: the new rows and the removal together), expired, or given up
-//!   on. A crash before that means a redelivery, never a loss.
+//!   commit: the new rows, their marks and the removal together, so the
+//!   original goes only once its dead letters are on disk), expired, or
+//!   given up on. A crash before that means a redelivery, never a loss.
 //! - **Redelivery counts survive a restart**: each RETRY updates the row, so
 //!   a restarted host does not start the count again.
 //! - **A saved state value is on disk before `save` returns.**
+//!
+//! The disk can hold more than memory may: after a restart, or when dead
+//! letters arrive faster than their topic's subscriber takes them, a
+//! subscription's rows are read back in bounded pages ([`Journal::replay_page`],
+//! [`Journal::spilled_page`]) as its queue has room, never all at once:
+//!
+//! - **Replay.** Every row written before this process opened the file
+//!   (its sequence number is below [`Journal::replay_end`]) is waiting on
+//!   disk only; rows written since are in a queue as well, so a replay
+//!   stops at `replay_end` and delivers nothing twice.
+//! - **Spilled dead letters.** A dead letter whose queue was full is written
+//!   with a marker in `spilled` (in the same commit as its row, and as the
+//!   removal of the message it replaces). The marker says "on disk only";
+//!   it goes once the row is in its queue. Markers are cleared when the file
+//!   is opened, because a replay then covers every row.
 //!
 //! Writes go through one writer thread, which commits everything that has
 //! arrived since its last commit in a single transaction (group commit), so
@@ -35,9 +51,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages");
 /// The embedded state store: `(store, key)` to value.
 const STATE: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("state");
+/// Rows of `messages` that are on disk only (dead letters that found their
+/// queue full), by `(pubsubname, topic, component, sequence number)`.
+const SPILLED: TableDefinition<(&str, &str, &str, u64), ()> = TableDefinition::new("spilled");
 
 /// The most operations one commit takes.
 const MAX_BATCH: usize = 4096;
+
+/// The memory redb may use to cache the file's pages (its default is 1 GiB).
+/// Reads beyond it go to the file (and the kernel's page cache), so the
+/// journal's size does not become the host's.
+pub const CACHE_BYTES: usize = 64 << 20;
 
 /// Which subscription a stored message waits for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -45,6 +69,20 @@ pub struct QueueKey {
     pub pubsubname: String,
     pub topic: String,
     pub component: String,
+}
+
+/// A stored message's queue, read without the rest of the row.
+#[derive(Deserialize)]
+struct StoredQueue {
+    queue: QueueKey,
+}
+
+/// A page of a replay: the rows of one queue, oldest first, and where the
+/// next page starts (`None`: the replay is over).
+#[derive(Debug)]
+pub struct ReplayPage {
+    pub rows: Vec<(u64, StoredMessage)>,
+    pub next: Option<u64>,
 }
 
 /// One message waiting for one subscription, as stored.
@@ -150,6 +188,8 @@ enum Op {
     Put(u64, Vec<u8>),
     Remove(u64),
     SetState(String, String, Option<Vec<u8>>),
+    /// Marks a row as on disk only; `false` takes the mark away.
+    Spilled(QueueKey, u64, bool),
 }
 
 /// Changes committed together, and whom to tell.
@@ -163,8 +203,19 @@ pub struct Journal {
     db: std::sync::Arc<Database>,
     path: PathBuf,
     next_seq: AtomicU64,
+    /// The first sequence number this process hands out: every row below it
+    /// was written by an earlier run.
+    replay_end: u64,
     writer: mpsc::Sender<Batch>,
 }
+
+/// How many rows one page of a replay holds at most...
+pub const PAGE_ROWS: usize = 256;
+/// ...and how many bytes of them (but always at least one row).
+pub const PAGE_BYTES: usize = 1 << 20;
+/// How many rows of other queues one page may step over, so that a read
+/// transaction stays short.
+const PAGE_SCAN: usize = 8192;
 
 impl Journal {
     /// Opens (or creates) `dir/embedded.redb`.
@@ -174,22 +225,30 @@ impl Journal {
             path: path.clone(),
             reason: format!("cannot create {}: {e}", dir.display()),
         })?;
-        let db = Database::create(&path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => JournalError::InUse { path: path.clone() },
-            other => JournalError::Open {
-                path: path.clone(),
-                reason: other.to_string(),
-            },
-        })?;
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => {
+                    JournalError::InUse { path: path.clone() }
+                }
+                other => JournalError::Open {
+                    path: path.clone(),
+                    reason: other.to_string(),
+                },
+            })?;
         let write_error = |e: &dyn std::fmt::Display| JournalError::Write {
             path: path.clone(),
             reason: e.to_string(),
         };
-        // Create both tables, so readers never meet a missing one.
+        // Create every table, so readers never meet a missing one. Spill
+        // marks from an earlier run go: this run replays every row anyway.
         let txn = db.begin_write().map_err(|e| write_error(&e))?;
+        txn.delete_table(SPILLED).map_err(|e| write_error(&e))?;
         let last = {
             let messages = txn.open_table(MESSAGES).map_err(|e| write_error(&e))?;
             txn.open_table(STATE).map_err(|e| write_error(&e))?;
+            txn.open_table(SPILLED).map_err(|e| write_error(&e))?;
             messages
                 .last()
                 .map_err(|e| write_error(&e))?
@@ -207,6 +266,7 @@ impl Journal {
             db,
             path,
             next_seq: AtomicU64::new(last + 1),
+            replay_end: last + 1,
             writer: tx,
         })
     }
@@ -250,17 +310,34 @@ impl Journal {
     }
 
     /// Replaces row `seq` with `rows` in one commit (a move to a dead-letter
-    /// topic), and waits until it is on disk.
+    /// topic), and waits until it is on disk. The rows whose sequence number
+    /// is in `spilled` are marked as on disk only: their queue was full, and
+    /// its feeder reads them back ([`Journal::spilled_page`]).
     pub async fn replace(
         &self,
         seq: u64,
         rows: Vec<(u64, StoredMessage)>,
+        spilled: &[u64],
     ) -> Result<(), JournalError> {
-        let mut ops: Vec<Op> = rows
-            .into_iter()
-            .map(|(s, m)| Op::Put(s, encode(&m)))
-            .collect();
+        let mut ops = Vec::with_capacity(rows.len() * 2 + 1);
+        for (s, m) in rows {
+            if spilled.contains(&s) {
+                ops.push(Op::Spilled(m.queue.clone(), s, true));
+            }
+            ops.push(Op::Put(s, encode(&m)));
+        }
         ops.push(Op::Remove(seq));
+        self.commit(ops).await
+    }
+
+    /// Takes the on-disk-only marks off rows `seqs` of `queue`, now that
+    /// they are in its queue, and waits until that is on disk (so a next
+    /// [`Journal::spilled_page`] does not return them again).
+    pub async fn unspill(&self, queue: &QueueKey, seqs: &[u64]) -> Result<(), JournalError> {
+        let ops = seqs
+            .iter()
+            .map(|s| Op::Spilled(queue.clone(), *s, false))
+            .collect();
         self.commit(ops).await
     }
 
@@ -281,20 +358,35 @@ impl Journal {
         self.send(vec![Op::Put(seq, encode(message))], None);
     }
 
-    /// Every stored message, oldest first. Rows that cannot be read are
-    /// reported and left in place.
-    pub fn load(&self) -> Result<Vec<(u64, StoredMessage)>, JournalError> {
-        let read_error = |e: &dyn std::fmt::Display| JournalError::Read {
+    /// The first sequence number of this run: rows below it are an earlier
+    /// run's, to be replayed.
+    pub fn replay_end(&self) -> u64 {
+        self.replay_end
+    }
+
+    fn read_error(&self, e: &dyn std::fmt::Display) -> JournalError {
+        JournalError::Read {
             path: self.path.clone(),
             reason: e.to_string(),
-        };
-        let txn = self.db.begin_read().map_err(|e| read_error(&e))?;
-        let table = txn.open_table(MESSAGES).map_err(|e| read_error(&e))?;
-        let mut rows = Vec::new();
-        for row in table.iter().map_err(|e| read_error(&e))? {
-            let (seq, bytes) = row.map_err(|e| read_error(&e))?;
-            match serde_json::from_slice::<StoredMessage>(bytes.value()) {
-                Ok(message) => rows.push((seq.value(), message)),
+        }
+    }
+
+    /// How many rows an earlier run left, per queue. Reads each row's queue
+    /// only; rows that cannot be read are reported and left in place.
+    pub fn replay_counts(&self) -> Result<Vec<(QueueKey, u64)>, JournalError> {
+        let txn = self.db.begin_read().map_err(|e| self.read_error(&e))?;
+        let table = txn.open_table(MESSAGES).map_err(|e| self.read_error(&e))?;
+        let mut counts: Vec<(QueueKey, u64)> = Vec::new();
+        let rows = table
+            .range(..self.replay_end)
+            .map_err(|e| self.read_error(&e))?;
+        for row in rows {
+            let (seq, bytes) = row.map_err(|e| self.read_error(&e))?;
+            match serde_json::from_slice::<StoredQueue>(bytes.value()) {
+                Ok(StoredQueue { queue }) => match counts.iter_mut().find(|(q, _)| *q == queue) {
+                    Some((_, n)) => *n += 1,
+                    None => counts.push((queue, 1)),
+                },
                 Err(e) => tracing::error!(
                     path = %self.path.display(),
                     seq = seq.value(),
@@ -302,34 +394,123 @@ impl Journal {
                 ),
             }
         }
-        Ok(rows)
+        Ok(counts)
+    }
+
+    /// The next page of `queue`'s replay, from sequence number `from`: at
+    /// most [`PAGE_ROWS`] rows and [`PAGE_BYTES`] bytes of them (at least
+    /// one), oldest first, all below [`Journal::replay_end`]. Rows of other
+    /// queues are stepped over, reading only their queue; rows that cannot
+    /// be read are left in place (and reported by [`Journal::replay_counts`]).
+    pub fn replay_page(&self, queue: &QueueKey, from: u64) -> Result<ReplayPage, JournalError> {
+        let txn = self.db.begin_read().map_err(|e| self.read_error(&e))?;
+        let table = txn.open_table(MESSAGES).map_err(|e| self.read_error(&e))?;
+        let mut page = ReplayPage {
+            rows: Vec::new(),
+            next: None,
+        };
+        let mut bytes_taken = 0;
+        let rows = table
+            .range(from..self.replay_end)
+            .map_err(|e| self.read_error(&e))?;
+        for (scanned, row) in rows.enumerate() {
+            let (seq, bytes) = row.map_err(|e| self.read_error(&e))?;
+            let (seq, bytes) = (seq.value(), bytes.value());
+            let full = page.rows.len() >= PAGE_ROWS
+                || (!page.rows.is_empty() && bytes_taken + bytes.len() > PAGE_BYTES);
+            if full || scanned >= PAGE_SCAN {
+                page.next = Some(seq);
+                break;
+            }
+            let mine = serde_json::from_slice::<StoredQueue>(bytes)
+                .is_ok_and(|stored| stored.queue == *queue);
+            if !mine {
+                continue;
+            }
+            if let Ok(message) = serde_json::from_slice::<StoredMessage>(bytes) {
+                bytes_taken += bytes.len();
+                page.rows.push((seq, message));
+            }
+        }
+        Ok(page)
+    }
+
+    /// Up to [`PAGE_ROWS`] of `queue`'s spilled rows (at most
+    /// [`PAGE_BYTES`] of them, but at least one), oldest first. A marked row
+    /// that is gone or unreadable comes back as `None`, so that its mark can
+    /// be taken away.
+    pub fn spilled_page(
+        &self,
+        queue: &QueueKey,
+    ) -> Result<Vec<(u64, Option<StoredMessage>)>, JournalError> {
+        let txn = self.db.begin_read().map_err(|e| self.read_error(&e))?;
+        let spilled = txn.open_table(SPILLED).map_err(|e| self.read_error(&e))?;
+        let messages = txn.open_table(MESSAGES).map_err(|e| self.read_error(&e))?;
+        let (p, t, c) = (
+            queue.pubsubname.as_str(),
+            queue.topic.as_str(),
+            queue.component.as_str(),
+        );
+        let marks = spilled
+            .range((p, t, c, 0)..=(p, t, c, u64::MAX))
+            .map_err(|e| self.read_error(&e))?;
+        let mut page = Vec::new();
+        let mut bytes_taken = 0;
+        for mark in marks {
+            if page.len() >= PAGE_ROWS || bytes_taken >= PAGE_BYTES {
+                break;
+            }
+            let (key, _) = mark.map_err(|e| self.read_error(&e))?;
+            let seq = key.value().3;
+            let row = messages.get(seq).map_err(|e| self.read_error(&e))?;
+            let message = row.and_then(|bytes| {
+                bytes_taken += bytes.value().len();
+                serde_json::from_slice::<StoredMessage>(bytes.value())
+                    .inspect_err(|e| {
+                        tracing::error!(path = %self.path.display(), seq, "a stored message cannot be read and is left in place: {e}")
+                    })
+                    .ok()
+            });
+            page.push((seq, message));
+        }
+        Ok(page)
+    }
+
+    /// Every stored message, oldest first (for tests: a running host reads
+    /// its journal a page at a time).
+    #[cfg(test)]
+    fn load(&self) -> Vec<(u64, StoredMessage)> {
+        let txn = self.db.begin_read().unwrap();
+        let table = txn.open_table(MESSAGES).unwrap();
+        table
+            .iter()
+            .unwrap()
+            .map(|row| {
+                let (seq, bytes) = row.unwrap();
+                (seq.value(), serde_json::from_slice(bytes.value()).unwrap())
+            })
+            .collect()
     }
 
     pub fn get_state(&self, store: &str, key: &str) -> Result<Option<Vec<u8>>, JournalError> {
-        let read_error = |e: &dyn std::fmt::Display| JournalError::Read {
-            path: self.path.clone(),
-            reason: e.to_string(),
-        };
-        let txn = self.db.begin_read().map_err(|e| read_error(&e))?;
-        let table = txn.open_table(STATE).map_err(|e| read_error(&e))?;
-        let value = table.get((store, key)).map_err(|e| read_error(&e))?;
+        let txn = self.db.begin_read().map_err(|e| self.read_error(&e))?;
+        let table = txn.open_table(STATE).map_err(|e| self.read_error(&e))?;
+        let value = table.get((store, key)).map_err(|e| self.read_error(&e))?;
         Ok(value.map(|v| v.value().to_vec()))
     }
 
     /// The keys of `store`, in order.
     pub fn state_keys(&self, store: &str) -> Result<Vec<String>, JournalError> {
-        let read_error = |e: &dyn std::fmt::Display| JournalError::Read {
-            path: self.path.clone(),
-            reason: e.to_string(),
-        };
-        let txn = self.db.begin_read().map_err(|e| read_error(&e))?;
-        let table = txn.open_table(STATE).map_err(|e| read_error(&e))?;
+        let txn = self.db.begin_read().map_err(|e| self.read_error(&e))?;
+        let table = txn.open_table(STATE).map_err(|e| self.read_error(&e))?;
         // Keys are (store, key) tuples, ordered by store first, so one
         // store's keys are one contiguous range.
-        let range = table.range((store, "")..).map_err(|e| read_error(&e))?;
+        let range = table
+            .range((store, "")..)
+            .map_err(|e| self.read_error(&e))?;
         let mut keys = Vec::new();
         for row in range {
-            let (k, _) = row.map_err(|e| read_error(&e))?;
+            let (k, _) = row.map_err(|e| self.read_error(&e))?;
             let (s, key) = k.value();
             if s != store {
                 break;
@@ -388,6 +569,7 @@ fn apply(db: &Database, batches: &[Batch]) -> Result<(), redb::Error> {
     {
         let mut messages = txn.open_table(MESSAGES)?;
         let mut state = txn.open_table(STATE)?;
+        let mut spilled = txn.open_table(SPILLED)?;
         for op in batches.iter().flat_map(|b| &b.ops) {
             match op {
                 Op::Put(seq, bytes) => {
@@ -402,9 +584,193 @@ fn apply(db: &Database, batches: &[Batch]) -> Result<(), redb::Error> {
                 Op::SetState(store, key, None) => {
                     state.remove((store.as_str(), key.as_str()))?;
                 }
+                Op::Spilled(q, seq, marked) => {
+                    let key = (
+                        q.pubsubname.as_str(),
+                        q.topic.as_str(),
+                        q.component.as_str(),
+                        *seq,
+                    );
+                    if *marked {
+                        spilled.insert(key, ())?;
+                    } else {
+                        spilled.remove(key)?;
+                    }
+                }
             }
         }
     }
     txn.commit()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue(topic: &str) -> QueueKey {
+        QueueKey {
+            pubsubname: "pubsub".into(),
+            topic: topic.into(),
+            component: "sub".into(),
+        }
+    }
+
+    fn message(topic: &str, id: u64, data_len: usize) -> StoredMessage {
+        StoredMessage {
+            queue: queue(topic),
+            event: StoredEvent {
+                id: id.to_string(),
+                source: "tests".into(),
+                type_: "com.dapr.event.sent".into(),
+                specversion: "1.0".into(),
+                topic: topic.into(),
+                pubsubname: "pubsub".into(),
+                datacontenttype: "text/plain".into(),
+                subject: None,
+                time: None,
+                traceparent: None,
+                tracestate: None,
+                metadata: Vec::new(),
+                data: "x".repeat(data_len),
+            },
+            attempts: 0,
+            expires_unix_ms: None,
+        }
+    }
+
+    /// Opens `dir` again once the last journal on it has let go (its writer
+    /// thread ends when the journal is dropped).
+    fn reopen(dir: &Path) -> Journal {
+        for _ in 0..200 {
+            match Journal::open(dir) {
+                Err(JournalError::InUse { .. }) => std::thread::sleep(Duration::from_millis(10)),
+                other => return other.unwrap(),
+            }
+        }
+        panic!("{} stayed in use", dir.display());
+    }
+
+    /// Every page of `queue`'s replay, as the ids of their rows.
+    fn replay(journal: &Journal, queue: &QueueKey) -> Vec<Vec<String>> {
+        let mut pages = Vec::new();
+        let mut from = 0;
+        loop {
+            let page = journal.replay_page(queue, from).unwrap();
+            pages.push(page.rows.iter().map(|(_, m)| m.event.id.clone()).collect());
+            match page.next {
+                Some(next) => from = next,
+                None => return pages,
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_replay_reads_one_queue_in_bounded_pages_and_only_an_earlier_runs_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        // 600 rows for `a`, 300 for `b`, interleaved.
+        let mut rows = Vec::new();
+        for i in 0..900 {
+            let topic = if i % 3 == 2 { "b" } else { "a" };
+            rows.push((journal.next_seq(), message(topic, i, 10)));
+        }
+        journal.append(rows).await.unwrap();
+        assert!(
+            journal.replay_page(&queue("a"), 0).unwrap().rows.is_empty(),
+            "rows written by this run are in a queue already, and are not replayed"
+        );
+        drop(journal);
+
+        let journal = reopen(dir.path());
+        let pages = replay(&journal, &queue("a"));
+        assert!(pages.iter().all(|p| p.len() <= PAGE_ROWS), "{pages:?}");
+        let ids: Vec<String> = pages.concat();
+        let expected: Vec<String> = (0..900)
+            .filter(|i| i % 3 != 2)
+            .map(|i| i.to_string())
+            .collect();
+        assert_eq!(ids, expected, "every row of `a`, oldest first, once");
+        assert_eq!(
+            journal.replay_counts().unwrap(),
+            vec![(queue("a"), 600), (queue("b"), 300)]
+        );
+        // A row written now is not part of the replay.
+        journal
+            .append(vec![(journal.next_seq(), message("a", 1000, 10))])
+            .await
+            .unwrap();
+        assert_eq!(replay(&journal, &queue("a")).concat().len(), 600);
+    }
+
+    #[tokio::test]
+    async fn a_replay_page_holds_at_most_page_bytes_but_always_one_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        let big = PAGE_BYTES / 3;
+        let mut rows: Vec<_> = (0..7)
+            .map(|i| (journal.next_seq(), message("a", i, big)))
+            .collect();
+        rows.push((journal.next_seq(), message("a", 7, 2 * PAGE_BYTES)));
+        journal.append(rows).await.unwrap();
+        drop(journal);
+        let journal = reopen(dir.path());
+        let sizes: Vec<usize> = replay(&journal, &queue("a")).iter().map(Vec::len).collect();
+        assert_eq!(
+            sizes,
+            vec![2, 2, 2, 1, 1],
+            "pages of at most {PAGE_BYTES} bytes"
+        );
+    }
+
+    #[tokio::test]
+    async fn spilled_rows_are_read_back_until_unmarked_and_the_move_is_one_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        let original = journal.next_seq();
+        journal
+            .append(vec![(original, message("src", 1, 10))])
+            .await
+            .unwrap();
+        // The dead letter goes to `ready` (room) and `full` (on disk only).
+        let (to_ready, to_full) = (journal.next_seq(), journal.next_seq());
+        journal
+            .replace(
+                original,
+                vec![
+                    (to_ready, message("ready", 1, 10)),
+                    (to_full, message("full", 1, 10)),
+                ],
+                &[to_full],
+            )
+            .await
+            .unwrap();
+        let seqs =
+            |rows: Vec<(u64, StoredMessage)>| rows.into_iter().map(|(s, _)| s).collect::<Vec<_>>();
+        assert_eq!(
+            seqs(journal.load()),
+            vec![to_ready, to_full],
+            "the original is gone"
+        );
+        assert!(journal.spilled_page(&queue("ready")).unwrap().is_empty());
+        let page = journal.spilled_page(&queue("full")).unwrap();
+        assert_eq!(page.len(), 1);
+        assert_eq!(page[0].0, to_full);
+        assert_eq!(page[0].1.as_ref().map(|m| m.event.id.as_str()), Some("1"));
+
+        journal.unspill(&queue("full"), &[to_full]).await.unwrap();
+        assert!(journal.spilled_page(&queue("full")).unwrap().is_empty());
+
+        // Marks do not outlive the run: the replay covers those rows.
+        let again = journal.next_seq();
+        journal
+            .replace(to_ready, vec![(again, message("full", 2, 10))], &[again])
+            .await
+            .unwrap();
+        assert_eq!(journal.spilled_page(&queue("full")).unwrap().len(), 1);
+        drop(journal);
+        let journal = reopen(dir.path());
+        assert!(journal.spilled_page(&queue("full")).unwrap().is_empty());
+        assert_eq!(replay(&journal, &queue("full")).concat(), vec!["1", "2"]);
+    }
 }

@@ -30,6 +30,11 @@ pub struct Metrics {
     pub publishes_refused_queue_full: AtomicU64,
     /// Guest publishes to a topic their manifest does not allow.
     pub publishes_forbidden: AtomicU64,
+    /// Guest stdout/stderr bytes not logged (`engine::guest_output`): past
+    /// an instance's cap, past a line's cap, or with `--guest-output off`.
+    pub guest_output_dropped_volume: AtomicU64,
+    pub guest_output_dropped_line: AtomicU64,
+    pub guest_output_dropped_off: AtomicU64,
 }
 
 impl Metrics {
@@ -99,6 +104,19 @@ impl Metrics {
                     &self.publishes_refused_queue_full,
                 ),
                 ("{reason=\"forbidden\"}", &self.publishes_forbidden),
+            ],
+        );
+        metric(
+            "host_bridge_guest_output_dropped_bytes_total",
+            "counter",
+            "Bytes guests wrote to stdout/stderr that were not logged: past an instance's cap, past a line's cap, or with --guest-output off.",
+            &[
+                (
+                    "{reason=\"instance_cap\"}",
+                    &self.guest_output_dropped_volume,
+                ),
+                ("{reason=\"line_cap\"}", &self.guest_output_dropped_line),
+                ("{reason=\"off\"}", &self.guest_output_dropped_off),
             ],
         );
         metric(

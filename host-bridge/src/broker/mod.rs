@@ -75,8 +75,10 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Starts delivering messages for `subscriptions` to `target`, and
     /// returns what the backend mounts on the app's listener: Dapr's
-    /// app-side protocol (`/dapr/subscribe` and the delivery routes) for
-    /// both, and the sidecar API as well for the embedded broker.
+    /// app-side protocol (`/dapr/subscribe` and the delivery routes). The
+    /// embedded broker's sidecar API is not among them: it takes any topic
+    /// and key, so `up` serves it on a listener of its own
+    /// ([`sidecar_api`]).
     fn start(
         self: Arc<Self>,
         subscriptions: Vec<Subscription>,

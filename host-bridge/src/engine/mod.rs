@@ -16,10 +16,14 @@
 //!   `max_memory`. Running past either traps the guest, which the triggers
 //!   turn into RETRY or a 5xx; the host itself is untouched.
 
+pub mod cache_dir;
 pub mod core_module;
+pub mod guest_output;
+mod outbound_http;
 pub mod sandbox;
 mod state;
 
+pub use guest_output::GuestOutput;
 pub use sandbox::Sandbox;
 pub use state::{HostState, TraceContext};
 
@@ -53,6 +57,8 @@ pub struct EngineOptions {
     pub cache_dir: Option<PathBuf>,
     /// The most guest instances alive at once, across all components.
     pub max_instances: u32,
+    /// Where guests' stdout and stderr go (`--guest-output`).
+    pub guest_output: GuestOutput,
 }
 
 /// A compiled, linked component, ready to instantiate.
@@ -75,6 +81,7 @@ pub struct Engine {
     engine: wasmtime::Engine,
     linker: Linker<HostState>,
     capabilities: Capabilities,
+    guest_output: GuestOutput,
     _ticker: EpochTicker,
 }
 
@@ -113,6 +120,9 @@ impl Engine {
             .decommit_batch_size(32);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         if let Some(dir) = &options.cache_dir {
+            // wasmtime runs what it finds there: the directory must be the
+            // user's own and closed to others (see `cache_dir`).
+            cache_dir::create_private(dir)?;
             let mut cache = CacheConfig::new();
             cache.with_directory(dir);
             config.cache(Some(Cache::new(cache).with_context(|| {
@@ -134,6 +144,7 @@ impl Engine {
             engine,
             linker,
             capabilities,
+            guest_output: options.guest_output,
         })
     }
 
@@ -147,6 +158,23 @@ impl Engine {
                 component.source.display()
             )
         })?;
+        self.load_bytes(component, bytes)
+    }
+
+    /// Like [`Engine::load`], from bytes already read and checked against a
+    /// digest (a download's, a pulled layer's): the file they came from is
+    /// not read again, so what was checked is what runs.
+    pub fn load_checked(
+        &self,
+        component: &manifest::Component,
+        bytes: Vec<u8>,
+    ) -> wasmtime::Result<LoadedComponent> {
+        let what = format!(
+            "component `{}` ({})",
+            component.id,
+            component.source.display()
+        );
+        let bytes = core_module::component_bytes_of(bytes, &what)?;
         self.load_bytes(component, bytes)
     }
 
@@ -238,7 +266,7 @@ impl Engine {
         let state = HostState {
             admission,
             component: sandbox.component.clone(),
-            wasi: sandbox.wasi_ctx()?,
+            wasi: sandbox.wasi_ctx(self.guest_output, &self.capabilities.metrics)?,
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             limits: StoreLimitsBuilder::new()
@@ -254,24 +282,30 @@ impl Engine {
             metrics: self.capabilities.metrics.clone(),
             messaging_pubsubname: self.capabilities.messaging_pubsubname.clone(),
             trace,
+            deadline: std::time::Instant::now() + limits.timeout,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
         set_deadline(&mut store, limits.timeout);
-        store.epoch_deadline_trap();
+        // A guest that computes for longer than a tick yields its thread
+        // at every tick, so a loop shares the runtime's workers with
+        // everything else (other requests, the signal that stops the host)
+        // until its deadline, where it traps.
+        store.epoch_deadline_callback(|store| {
+            if std::time::Instant::now() >= store.data().deadline {
+                Err(wasmtime::Trap::Interrupt.into())
+            } else {
+                Ok(wasmtime::UpdateDeadline::Yield(1))
+            }
+        });
         Ok(store)
     }
 }
 
 /// Gives the next call into `store` `timeout` to run, from now.
 pub fn set_deadline(store: &mut Store<HostState>, timeout: Duration) {
-    store.set_epoch_deadline(epoch_ticks(timeout));
-}
-
-/// The number of epoch ticks in `timeout`, rounded up.
-fn epoch_ticks(timeout: Duration) -> u64 {
-    let tick = EPOCH_TICK.as_nanos();
-    (timeout.as_nanos().div_ceil(tick) as u64).max(1)
+    store.data_mut().deadline = std::time::Instant::now() + timeout;
+    store.set_epoch_deadline(1);
 }
 
 /// A thread that advances the engine's epoch every [`EPOCH_TICK`] until dropped.
@@ -298,18 +332,5 @@ impl EpochTicker {
 impl Drop for EpochTicker {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn epoch_ticks_round_up() {
-        assert_eq!(epoch_ticks(Duration::from_millis(1)), 1);
-        assert_eq!(epoch_ticks(Duration::from_millis(10)), 1);
-        assert_eq!(epoch_ticks(Duration::from_millis(11)), 2);
-        assert_eq!(epoch_ticks(Duration::from_secs(30)), 3000);
     }
 }

@@ -18,8 +18,12 @@
 //! component are alive at once: a call past it waits for one to finish.
 //!
 //! Raw `wasi:sockets` stay closed whatever the manifest says. Stdout and
-//! stderr go to the host's, so guest logs show up next to the host's.
+//! stderr go where `--guest-output` says, by default to the host's stderr,
+//! each line prefixed with the component's name and escaped so that it
+//! cannot pass for the host's own (see [`super::guest_output`]).
 
+use super::guest_output::{GuestOutput, GuestStdio, Stream};
+use crate::broker::Metrics;
 use crate::manifest::outbound::OutboundHost;
 use crate::manifest::{Component, FileMount, SandboxLimits, TopicPattern};
 use std::collections::BTreeMap;
@@ -73,12 +77,28 @@ impl Sandbox {
         instances.acquire_owned().await.ok()
     }
 
-    /// A fresh WASI context with exactly the grants of the manifest.
-    pub fn wasi_ctx(&self) -> wasmtime::Result<WasiCtx> {
+    /// A fresh WASI context with exactly the grants of the manifest, its
+    /// stdout and stderr going to `output` (dropped bytes counted in
+    /// `metrics`).
+    pub fn wasi_ctx(
+        &self,
+        output: GuestOutput,
+        metrics: &Arc<Metrics>,
+    ) -> wasmtime::Result<WasiCtx> {
         let mut builder = WasiCtxBuilder::new();
         builder
-            .inherit_stdout()
-            .inherit_stderr()
+            .stdout(GuestStdio::new(
+                &self.component,
+                Stream::Stdout,
+                output,
+                metrics,
+            ))
+            .stderr(GuestStdio::new(
+                &self.component,
+                Stream::Stderr,
+                output,
+                metrics,
+            ))
             .envs(&self.environment)
             .allow_ip_name_lookup(false)
             .allow_tcp(false)

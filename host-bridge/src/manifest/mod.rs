@@ -13,8 +13,10 @@
 //! every path exists, or an error that names the file, the table and the
 //! key. Unknown keys are errors, so a typo never silently does nothing.
 
+mod dead_letters;
 pub mod outbound;
 pub mod route;
+pub mod trust;
 pub mod variables;
 
 use outbound::OutboundHost;
@@ -24,6 +26,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+pub use trust::Origin;
 use variables::{Template, Variable};
 
 /// Paths the host serves itself; no HTTP trigger may claim them.
@@ -36,6 +39,8 @@ pub struct Manifest {
     pub path: PathBuf,
     /// The directory relative paths in the manifest are resolved against.
     pub dir: PathBuf,
+    /// Who wrote it: the user, or a registry (see [`trust`]).
+    pub origin: Origin,
     /// `[application]`.
     pub application: Application,
     /// `[[trigger.http]]`, in file order.
@@ -509,6 +514,18 @@ impl Manifest {
     /// Parses and validates manifest text; `path` names it in errors and
     /// anchors its relative paths.
     pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
+        Manifest::parse_from(path, text, Origin::Local)
+    }
+
+    /// Parses and validates a manifest layer pulled from a registry, as
+    /// untrusted input: on top of [`Manifest::parse`]'s checks, what it may
+    /// ask for is confined as [`trust`] says, and its paths resolve inside
+    /// `path`'s folder, the app's own.
+    pub fn parse_pulled(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
+        Manifest::parse_from(path, text, Origin::Registry)
+    }
+
+    fn parse_from(path: &Path, text: &str, origin: Origin) -> Result<Manifest, ManifestError> {
         let raw: RawManifest = toml::from_str(text).map_err(|e| ManifestError::Syntax {
             path: path.into(),
             table: e
@@ -530,7 +547,7 @@ impl Manifest {
             .unwrap_or(Path::new("."))
             .to_path_buf();
         let mut problems = Problems::default();
-        let manifest = Manifest::validate(path, &dir, raw, &mut problems);
+        let manifest = Manifest::validate(path, &dir, origin, raw, &mut problems);
         if problems.0.is_empty() {
             Ok(manifest)
         } else {
@@ -573,7 +590,13 @@ impl Manifest {
         }
     }
 
-    fn validate(path: &Path, dir: &Path, raw: RawManifest, problems: &mut Problems) -> Manifest {
+    fn validate(
+        path: &Path,
+        dir: &Path,
+        origin: Origin,
+        raw: RawManifest,
+        problems: &mut Problems,
+    ) -> Manifest {
         if raw.spin_manifest_version != 2 {
             problems.push(format!(
                 "spin_manifest_version: must be 2, found {}",
@@ -582,17 +605,19 @@ impl Manifest {
         }
         let application = validate_application(raw.application, problems);
         let variables = validate_variables(raw.variables, problems);
+        let declared: BTreeSet<String> = raw.component.keys().cloned().collect();
         let components: BTreeMap<String, Component> = raw
             .component
             .into_iter()
             .filter_map(|(id, c)| {
-                validate_component(dir, &id, c, &application, &variables, problems).map(|c| (id, c))
+                validate_component(dir, origin, &id, c, &application, &variables, problems)
+                    .map(|c| (id, c))
             })
             .collect();
         // Names that failed validation still count as defined, so a trigger
         // naming them reports only the component's own problem.
-        let known = |id: &str| components.contains_key(id);
-        let defined = || components.keys().cloned().collect::<Vec<_>>().join(", ");
+        let known = |id: &str| declared.contains(id);
+        let defined = || declared.iter().cloned().collect::<Vec<_>>().join(", ");
 
         let mut http_triggers = Vec::new();
         let mut seen_routes = BTreeSet::new();
@@ -651,16 +676,12 @@ impl Manifest {
                     ));
                 }
             }
-            if let Some(dlt) = &t.dead_letter_topic {
-                if !is_name(dlt) {
-                    problems.push(format!(
-                        "{here} dead_letter_topic: {dlt:?} must be non-empty letters, digits, '-', '_' or '.'"
-                    ));
-                } else if *dlt == t.topic {
-                    problems.push(format!(
-                        "{here} dead_letter_topic: must differ from topic, or dropped messages would loop"
-                    ));
-                }
+            if let Some(dlt) = &t.dead_letter_topic
+                && !is_name(dlt)
+            {
+                problems.push(format!(
+                    "{here} dead_letter_topic: {dlt:?} must be non-empty letters, digits, '-', '_' or '.'"
+                ));
             }
             if t.bulk_subscribe.is_some_and(|b| b.max_messages_count == 0) {
                 problems.push(format!(
@@ -744,6 +765,7 @@ impl Manifest {
             });
         }
         check_routed_topics(&pubsub_triggers, problems);
+        problems.0.extend(dead_letters::loops(&pubsub_triggers));
         if http_triggers.is_empty() && pubsub_triggers.is_empty() && problems.0.is_empty() {
             problems.push(
                 "the manifest has no [[trigger.http]], [[trigger.pubsub]] or [[trigger.redis]]: nothing would run"
@@ -754,6 +776,7 @@ impl Manifest {
         Manifest {
             path: path.into(),
             dir: dir.into(),
+            origin,
             application,
             http_triggers,
             pubsub_triggers,
@@ -952,6 +975,7 @@ fn validate_application(raw: RawApplication, problems: &mut Problems) -> Applica
 
 fn validate_component(
     dir: &Path,
+    origin: Origin,
     id: &str,
     raw: RawComponent,
     application: &Application,
@@ -964,6 +988,14 @@ fn validate_component(
         problems.push(format!(
             "{here}: the name must be lowercase letters, digits and single '-' between words (like `order-api`)"
         ));
+    }
+    // A pulled manifest is confined before any of its paths is resolved
+    // or looked at on this host.
+    if origin == Origin::Registry {
+        trust::check_pulled_component(id, &raw, problems);
+        if problems.0.len() > before {
+            return None;
+        }
     }
     // Accepted for Spin compatibility; host-bridge does not use it.
     let _ = raw.description;

@@ -1,70 +1,95 @@
 //! Component sources given as Spin's `{ url = "…", digest = "sha256:…" }`:
 //! downloaded once into the cache, by digest, and checked.
 //!
-//! A download is kept only if its sha256 is the manifest's digest, and is
-//! written under a temporary name and renamed, so a file in the cache is
-//! always whole and always the bytes the manifest asked for; a cached file
-//! is checked again before it is used.
+//! A download goes through [`transfer::receive`]: bounded in size and time,
+//! hashed as it arrives, and kept only if its sha256 is the manifest's
+//! digest. A cached file is hashed again before it is used. Either way the
+//! bytes that were checked are the bytes returned for the engine to load,
+//! so the file is never checked and then opened again.
 
-use super::digest;
+use super::transfer::{self, DownloadLimits};
 use crate::manifest::Manifest;
 use anyhow::{Context as _, bail};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Downloads every `{ url, digest }` source of `manifest` into `dir` (or
-/// finds it there) and points the component's `source` at it.
-pub async fn fetch_sources(manifest: &mut Manifest, dir: &Path) -> anyhow::Result<()> {
+/// finds it there), points the component's `source` at it, and returns the
+/// checked bytes of each, by component. Without a `dir` (no cache
+/// directory), such a source is refused.
+pub async fn fetch_sources(
+    manifest: &mut Manifest,
+    dir: Option<&Path>,
+    limits: DownloadLimits,
+) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
     let mut client = None;
+    let mut verified = BTreeMap::new();
     for (id, component) in &mut manifest.components {
         let Some(download) = &component.download else {
             continue;
         };
+        let Some(dir) = dir else {
+            bail!(
+                "[component.{id}] source: a {{ url }} source is downloaded into the cache directory, and there is none: \
+                 pass --cache-dir DIR, or set XDG_CACHE_HOME or HOME"
+            );
+        };
         let hex = download.digest.trim_start_matches("sha256:");
         let path = dir.join(format!("sha256-{hex}.wasm"));
-        let cached = std::fs::read(&path).is_ok_and(|bytes| digest(&bytes) == download.digest);
-        if !cached {
-            eprintln!(
-                "host-bridge: component `{id}`: downloading {}",
-                download.url
-            );
-            // TLS is rustls with the process-wide ring provider, as for
-            // registries.
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            let client = match &client {
-                Some(client) => client,
-                None => client.insert(
-                    reqwest013::Client::builder()
-                        .build()
-                        .context("cannot make an HTTP client")?,
-                ),
-            };
-            let response = client
-                .get(&download.url)
-                .send()
-                .await
-                .and_then(reqwest013::Response::error_for_status)
-                .with_context(|| {
-                    format!("[component.{id}] source: cannot download {}", download.url)
-                })?;
-            let bytes = response.bytes().await.with_context(|| {
-                format!("[component.{id}] source: cannot download {}", download.url)
-            })?;
-            let actual = digest(&bytes);
-            if actual != download.digest {
-                bail!(
-                    "[component.{id}] source: {} has digest {actual}, not the manifest's {}; it was not used",
-                    download.url,
-                    download.digest
+        let bytes = match transfer::read_checked(&path, &download.digest, limits.max_size) {
+            Some(bytes) => bytes,
+            None => {
+                eprintln!(
+                    "host-bridge: component `{id}`: downloading {}",
+                    download.url
                 );
+                // TLS is rustls with the process-wide ring provider, as for
+                // registries.
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                let client = match &client {
+                    Some(client) => client,
+                    None => client.insert(
+                        reqwest013::Client::builder()
+                            .connect_timeout(transfer::IDLE_TIMEOUT)
+                            .build()
+                            .context("cannot make an HTTP client")?,
+                    ),
+                };
+                let context =
+                    || format!("[component.{id}] source: cannot download {}", download.url);
+                let response =
+                    tokio::time::timeout(limits.timeout, client.get(&download.url).send())
+                        .await
+                        .map_err(|_| transfer::DownloadError::TimedOut {
+                            what: download.url.clone(),
+                            timeout: limits.timeout,
+                        })
+                        .with_context(context)?
+                        .and_then(reqwest013::Response::error_for_status)
+                        .with_context(context)?;
+                crate::engine::cache_dir::create_private(dir)?;
+                let announced = response.content_length();
+                transfer::receive(
+                    &download.url,
+                    announced,
+                    transfer::body_stream(response),
+                    &download.digest,
+                    Some(&path),
+                    limits,
+                )
+                .await
+                .map_err(|e| match e {
+                    transfer::DownloadError::Digest { actual, .. } => anyhow::anyhow!(
+                        "[component.{id}] source: {} has digest {actual}, not the manifest's {}; it was not used",
+                        download.url,
+                        download.digest
+                    ),
+                    other => anyhow::Error::new(other).context(format!("[component.{id}] source")),
+                })?
             }
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-            let partial = path.with_extension("partial");
-            std::fs::write(&partial, &bytes)
-                .and_then(|()| std::fs::rename(&partial, &path))
-                .with_context(|| format!("cannot write {}", path.display()))?;
-        }
+        };
         component.source = path;
+        verified.insert(id.clone(), bytes);
     }
-    Ok(())
+    Ok(verified)
 }

@@ -13,21 +13,26 @@
 //! Each component layer is also what the CNCF Wasm OCI layout puts in an
 //! artifact's single layer, so a registry browser shows `.wasm` blobs.
 //!
-//! Pulling resolves a tag to a digest once (and says which), fetches the
-//! manifest and every layer, checks each layer's sha256 against the
-//! manifest (oci-client checks while downloading; [`pull`] checks again,
-//! and checks a cached blob before using it), and writes the app under
-//! `{cache}/oci/`: blobs by digest, and the manifest with its sources
-//! pointing at them. Nothing half-pulled is ever run: the app's manifest is
-//! written last, after every blob checked out.
+//! A pulled app is untrusted input: whoever can push to the repository
+//! wrote it. Pulling resolves a tag to a digest once (and says which),
+//! reads the manifest layer first and parses it as a registry's
+//! ([`crate::manifest::trust`]: no host mounts, no builds, no path out of
+//! the app's folder), and only then fetches the components. Every layer is
+//! received under `--max-component-size` and a timeout, hashed as it
+//! arrives ([`transfer`]), and its checked bytes are what the engine loads.
+//! The app is kept under `{cache}/oci/apps/sha256-…/`, each layer a file
+//! named by its digest; nothing half-pulled is ever run, since an app moves
+//! there only once every layer checked out.
 
 mod download;
 mod pull;
 mod push;
+pub mod transfer;
 
 pub use download::fetch_sources;
-pub use pull::{pull, pull_component};
+pub use pull::{PulledApp, pull, pull_component};
 pub use push::push;
+pub use transfer::DownloadLimits;
 
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
@@ -56,6 +61,10 @@ fn client(insecure: bool) -> oci_client::Client {
         } else {
             ClientProtocol::Https
         },
+        // A registry that stops sending is given up on; the whole of each
+        // call is bounded by `transfer::DownloadLimits::timeout`.
+        read_timeout: Some(transfer::IDLE_TIMEOUT),
+        connect_timeout: Some(transfer::IDLE_TIMEOUT),
         ..ClientConfig::default()
     })
 }

@@ -159,6 +159,29 @@ impl Endpoint for HttpTrigger {
     }
 }
 
+/// The authority `spin-full-url` and the guest's URI are built from: the
+/// `Host` header if it is a plain `host[:port]` (no user info, path or
+/// other characters a URL would read differently), else the address the
+/// request came in on. `None` when the header is there but is not that.
+fn request_authority(parts: &http::request::Parts) -> Option<String> {
+    let Some(host) = parts.headers.get(http::header::HOST) else {
+        return Some(
+            parts
+                .extensions
+                .get::<server::LocalAddr>()
+                .map_or_else(|| "localhost".to_owned(), |a| a.0.to_string()),
+        );
+    };
+    let host = host.to_str().ok()?;
+    let authority: http::uri::Authority = host.parse().ok()?;
+    let plain = authority.as_str() == host
+        && !host.contains('@')
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-.:[]_".contains(c));
+    plain.then(|| host.to_owned())
+}
+
 /// A request body as a guest reads it.
 pub type GuestBody = UnsyncBoxBody<Bytes, wasmtime_wasi_http::Error>;
 
@@ -177,12 +200,13 @@ impl HttpTrigger {
         let route = &self.routes[index];
         let (component, handler) = &self.handlers[index];
         let (mut parts, body) = request.into_parts();
-        let authority = parts
-            .headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("localhost")
-            .to_owned();
+        let Some(authority) = request_authority(&parts) else {
+            return server::error(
+                StatusCode::BAD_REQUEST,
+                "ERR_BAD_HOST",
+                "the Host header is not a host name or address with an optional port",
+            );
+        };
         let path_and_query = parts
             .uri
             .path_and_query()
@@ -352,5 +376,47 @@ impl WorkerExpiration for Expiration {
             this.sleep.as_mut().reset(deadline);
         }
         this.sleep.as_mut().poll(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::request_authority;
+
+    fn parts(host: Option<&str>) -> http::request::Parts {
+        let mut request = http::Request::builder().uri("/orders");
+        if let Some(host) = host {
+            request = request.header(http::header::HOST, host);
+        }
+        let (mut parts, ()) = request.body(()).unwrap().into_parts();
+        parts
+            .extensions
+            .insert(crate::server::LocalAddr("127.0.0.1:3000".parse().unwrap()));
+        parts
+    }
+
+    #[test]
+    fn only_a_plain_host_header_builds_the_url() {
+        let authority = |host| request_authority(&parts(host));
+        assert_eq!(
+            authority(Some("localhost:3000")).as_deref(),
+            Some("localhost:3000")
+        );
+        assert_eq!(authority(Some("[::1]:3000")).as_deref(), Some("[::1]:3000"));
+        assert_eq!(
+            authority(Some("orders.example")).as_deref(),
+            Some("orders.example")
+        );
+        assert_eq!(authority(None).as_deref(), Some("127.0.0.1:3000"));
+        for forged in [
+            "evil.example/admin?",
+            "user@evil.example",
+            "evil.example#",
+            "a b",
+            "",
+            "evil.example:3000/../x",
+        ] {
+            assert_eq!(authority(Some(forged)), None, "{forged:?}");
+        }
     }
 }

@@ -12,6 +12,7 @@ pub mod dapr;
 pub mod logs;
 mod ports;
 mod process;
+pub mod registry;
 
 pub use ports::free_port;
 pub use process::Process;
@@ -27,6 +28,15 @@ pub fn workspace() -> PathBuf {
         .parent()
         .unwrap()
         .to_path_buf()
+}
+
+/// The `host-bridge` binary the tests run: this build's, or the one in
+/// `$HOST_BRIDGE_BIN`, so that a test can be run once against an older
+/// build as a negative control.
+pub fn host_bridge_bin() -> PathBuf {
+    std::env::var_os("HOST_BRIDGE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_host-bridge")))
 }
 
 /// A tool `make` installs under `~/.cache/host-bridge/tools/{dir}/bin/{name}`,
@@ -70,6 +80,10 @@ pub fn guests() -> &'static Path {
                 "dead-letter",
                 "-p",
                 "test-subscriber",
+                "-p",
+                "http-probe",
+                "-p",
+                "fetcher",
             ])
             .status()
             .expect("cannot run cargo to build the guests");
@@ -138,8 +152,8 @@ pub fn wasm(name: &str) -> String {
 pub struct Host {
     pub process: Process,
     pub url: String,
-    /// Where publishes and state reads go: the host itself on the embedded
-    /// broker, the sidecar under Dapr.
+    /// Where publishes and state reads go: the embedded broker's sidecar
+    /// API (`--sidecar-listen`), or daprd under Dapr.
     pub api_url: String,
     /// The `dapr-api-token` calls to `api_url` carry, if any.
     pub api_token: Option<String>,
@@ -147,6 +161,8 @@ pub struct Host {
     /// How it was started, to start it again.
     manifest: String,
     port: u16,
+    /// The embedded broker's `--sidecar-listen` port, kept across restarts.
+    sidecar_port: u16,
     env: Vec<(String, String)>,
     sidecar_url: Option<String>,
 }
@@ -185,10 +201,23 @@ impl Host {
         api_url: Option<String>,
         args: &[&str],
     ) -> Host {
+        Host::start_on(dir, manifest, (port, free_port()), env, api_url, args)
+    }
+
+    /// Like [`Host::start_with_args`], with the embedded broker's sidecar
+    /// API on the second port of `ports`.
+    pub fn start_on(
+        dir: tempfile::TempDir,
+        manifest: &str,
+        (port, sidecar_port): (u16, u16),
+        env: &[(&str, String)],
+        api_url: Option<String>,
+        args: &[&str],
+    ) -> Host {
         let path = dir.path().join("spin.toml");
         std::fs::write(&path, manifest).unwrap();
         let data_dir = dir.path().join("broker-data");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_host-bridge"));
+        let mut command = Command::new(host_bridge_bin());
         // Only what the test passes: a Dapr variable from the outside would
         // switch the embedded tests to Dapr mode.
         for name in [
@@ -212,6 +241,16 @@ impl Host {
             .arg("--data-dir")
             .arg(&data_dir)
             .args(args);
+        // A build from before `--sidecar-listen` (a negative control)
+        // served the sidecar API on the app's port.
+        let sidecar_api = if std::env::var_os("HOST_BRIDGE_BIN").is_some() {
+            format!("http://127.0.0.1:{port}")
+        } else {
+            command
+                .arg("--sidecar-listen")
+                .arg(format!("127.0.0.1:{sidecar_port}"));
+            format!("http://127.0.0.1:{sidecar_port}")
+        };
         if !args.contains(&"--cache-dir") {
             command
                 .arg("--cache-dir")
@@ -230,12 +269,13 @@ impl Host {
             process,
             manifest: manifest.to_owned(),
             port,
+            sidecar_port,
             env: env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.clone()))
                 .collect(),
             sidecar_url: api_url.clone(),
-            api_url: api_url.unwrap_or_else(|| url.clone()),
+            api_url: api_url.unwrap_or(sidecar_api),
             api_token: env
                 .iter()
                 .find(|(k, _)| *k == "DAPR_API_TOKEN")
@@ -274,12 +314,13 @@ impl Host {
             .iter()
             .map(|(k, v)| (k.as_str(), v.clone()))
             .collect();
-        let restarted = Host::start_with(
+        let restarted = Host::start_on(
             dir,
             &self.manifest,
-            self.port,
+            (self.port, self.sidecar_port),
             &env,
             self.sidecar_url.clone(),
+            &[],
         );
         *self = restarted;
     }
