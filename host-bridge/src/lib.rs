@@ -17,8 +17,10 @@
 //!    `state`, and Spin's, WASI messaging's and wasmCloud's), on top of the
 //!    broker backend.
 //!
-//! [`server`] is the one HTTP listener everything is mounted on, and [`app`]
-//! wires the pieces together for `host-bridge up`.
+//! [`server`] is the HTTP listeners (the app's port, the embedded broker's
+//! sidecar API, the admin API) and the limits each keeps, and [`app`] wires
+//! the pieces together for `host-bridge up`. SECURITY.md says who is
+//! trusted at each of those edges, and which test shows it.
 
 pub mod app;
 pub mod broker;

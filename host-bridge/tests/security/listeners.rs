@@ -47,7 +47,12 @@ fn closed_by_server(mut stream: &TcpStream) -> bool {
             Ok(0) => return true,
             // A 408 or similar before the close is fine: read on to the end.
             Ok(_) => continue,
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
                 return false;
             }
             Err(_) => return true,
@@ -57,11 +62,7 @@ fn closed_by_server(mut stream: &TcpStream) -> bool {
 
 /// Sends one whole request on `stream` and reads its answer's status line.
 fn request_on(stream: &mut TcpStream, host_header: &str, path: &str) -> String {
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {host_header}\r\n\r\n"
-    )
-    .unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {host_header}\r\n\r\n").unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
@@ -98,7 +99,8 @@ fn half_sent_headers_are_cut_off_by_the_default_deadline() {
         open = slow.iter().filter(|s| !closed_by_server(s)).count();
     }
     assert_eq!(
-        open, 0,
+        open,
+        0,
         "{open} of 200 half-header connections were still open {:?} after they stalled",
         started.elapsed()
     );
@@ -148,7 +150,10 @@ fn connections_are_capped_with_backpressure() {
         waited >= Duration::from_millis(1500),
         "the 21st connection was served after {waited:?}, while 20 others held every slot"
     );
-    assert!(waited < Duration::from_secs(15), "served only after {waited:?}");
+    assert!(
+        waited < Duration::from_secs(15),
+        "served only after {waited:?}"
+    );
 }
 
 /// Headers over the cap are refused with 431, and the host goes on.
@@ -157,8 +162,16 @@ fn oversized_headers_are_refused() {
     let host = start_probe(&[]);
     let mut stream = TcpStream::connect(address(&host)).unwrap();
     let big = "a".repeat(100 << 10);
-    let answer = request_on(&mut stream, &format!("localhost\r\nX-Big: {big}"), "/probe/url");
-    assert!(answer.starts_with("HTTP/1.1 431"), "{}", &answer[..answer.len().min(200)]);
+    let answer = request_on(
+        &mut stream,
+        &format!("localhost\r\nX-Big: {big}"),
+        "/probe/url",
+    );
+    assert!(
+        answer.starts_with("HTTP/1.1 431"),
+        "{}",
+        &answer[..answer.len().min(200)]
+    );
     assert_eq!(host.get("/healthz").status(), 200);
 }
 
@@ -179,7 +192,9 @@ fn http_requests_in_flight_are_answered_on_sigterm() {
             stream.write_all(b"0123456789").unwrap();
             std::thread::sleep(Duration::from_secs(1));
         }
-        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
         let mut answer = String::new();
         let _ = stream.read_to_string(&mut answer);
         answer

@@ -14,7 +14,10 @@ use std::time::Duration;
 fn the_apps_port_does_not_publish_to_any_topic() {
     let host = Host::start(&orders_manifest());
     let on_app_port = client()
-        .post(format!("{}/v1.0/publish/pubsub/not-granted-topic", host.url))
+        .post(format!(
+            "{}/v1.0/publish/pubsub/not-granted-topic",
+            host.url
+        ))
         .header("content-type", "application/json")
         .body(r#"{"x":1}"#)
         .send()
@@ -45,14 +48,19 @@ fn the_apps_port_does_not_publish_to_any_topic() {
 #[test]
 fn the_apps_port_neither_takes_forged_orders_nor_reads_state() {
     let host = Host::start(&orders_manifest());
-    let forged = r#"{"orderId":"evil","customer":"mallory","items":[{"sku":"x","qty":1,"price":-1000}]}"#;
+    let forged =
+        r#"{"orderId":"evil","customer":"mallory","items":[{"sku":"x","qty":1,"price":-1000}]}"#;
     let published = client()
         .post(format!("{}/v1.0/publish/pubsub/orders", host.url))
         .header("content-type", "application/json")
         .body(forged)
         .send()
         .unwrap();
-    assert_eq!(published.status(), 404, "the app's port took a forged order");
+    assert_eq!(
+        published.status(),
+        404,
+        "the app's port took a forged order"
+    );
     for (method, path) in [
         (reqwest::Method::GET, "/v1.0/state/statestore/order-evil"),
         (reqwest::Method::DELETE, "/v1.0/state/statestore/order-evil"),
@@ -108,7 +116,8 @@ fn the_sidecar_api_requires_dapr_api_token_when_set() {
         None,
     );
     let url = format!("{}/v1.0/publish/pubsub/orders", host.api_url);
-    let order = r#"{"orderId":"t-1","customer":"ada","items":[{"sku":"book","qty":1,"price":1.0}]}"#;
+    let order =
+        r#"{"orderId":"t-1","customer":"ada","items":[{"sku":"book","qty":1,"price":1.0}]}"#;
     let without = client().post(&url).body(order).send().unwrap();
     assert_eq!(without.status(), 401);
     let wrong = client()
