@@ -502,17 +502,12 @@ struct Served {
 impl Served {
     /// Serves `router` on `listener` with `up`'s limits and grace.
     fn spawn(listener: TcpListener, router: Arc<Router>, options: &UpOptions) -> Served {
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(server::serve(
+        Served::spawn_with(
             listener,
             router,
-            options.limits,
-            options.shutdown_grace,
-            async {
-                let _ = stopped.await;
-            },
-        ));
-        Served { stop, task }
+            options,
+            |stream| async move { Ok(stream) },
+        )
     }
 
     /// Like [`Served::spawn`], with `handshake` (TLS) run on each accepted
@@ -529,7 +524,7 @@ impl Served {
         F: Future<Output = std::io::Result<Io>> + Send + 'static,
     {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(server::serve_with(
+        let task = tokio::spawn(server::serve(
             listener,
             router,
             options.limits,

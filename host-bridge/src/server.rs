@@ -423,23 +423,11 @@ impl Connections {
 /// returns once every connection has closed, or after `grace`, with how
 /// many were still open: so an HTTP request in flight on SIGTERM is
 /// answered, as a delivery is, before the process exits.
-pub async fn serve(
-    listener: TcpListener,
-    router: Arc<Router>,
-    limits: Limits,
-    grace: Duration,
-    shutdown: impl Future<Output = ()>,
-) -> usize {
-    serve_with(listener, router, limits, grace, shutdown, |stream| async {
-        Ok(stream)
-    })
-    .await
-}
-
-/// [`serve`], with `handshake` run on each accepted socket before HTTP is
-/// spoken on it (TLS, for the admin API). A failed handshake closes that
-/// connection only.
-pub async fn serve_with<Io, H, F>(
+///
+/// `handshake` runs on each accepted socket before HTTP is spoken on it
+/// (TLS, for the admin API; nothing, for the others). A failed handshake
+/// closes that connection only.
+pub async fn serve<Io, H, F>(
     listener: TcpListener,
     router: Arc<Router>,
     limits: Limits,

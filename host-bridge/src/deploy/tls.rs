@@ -6,7 +6,7 @@
 //! [`AdminOptions::check`](super::AdminOptions::check)). The certificate
 //! chain and key are read from PEM files once, at startup, and a file that
 //! cannot be read or parsed stops `up` with the file's name. The handshake
-//! runs on each accepted socket inside `server::serve_with`, bounded like a
+//! runs on each accepted socket inside `server::serve`, bounded like a
 //! request header, so a client that connects and says nothing holds a
 //! connection no longer than on a plain listener.
 
