@@ -322,15 +322,19 @@ pub async fn up(mut options: UpOptions, shutdown: impl Future<Output = ()>) -> a
     }
     // HTTP requests in flight are answered first (a publish they make
     // still reaches the broker), then the broker drains its deliveries.
-    let open = server.stop().await;
+    // Both listeners drain at once, within one grace.
+    let sidecar = async {
+        match sidecar {
+            Some((_, sidecar)) => sidecar.stop().await,
+            None => 0,
+        }
+    };
+    let (open, _) = tokio::join!(server.stop(), sidecar);
     if open > 0 {
         eprintln!(
             "host-bridge: {open} connections to the app's port were still open after {:?}",
             options.shutdown_grace
         );
-    }
-    if let Some((_, sidecar)) = sidecar {
-        sidecar.stop().await;
     }
     let left = broker.shutdown(options.shutdown_grace).await;
     if left > 0 {
