@@ -383,6 +383,9 @@ impl Default for Limits {
     }
 }
 
+/// How often a listener at its connection cap says so.
+const FULL_WARNING_EVERY: Duration = Duration::from_secs(60);
+
 /// A listener's connections, counted against [`Limits::max_connections`].
 ///
 /// The same semaphore is how shutdown drains: every open connection holds
@@ -450,6 +453,7 @@ where
         .max_header_size(limits.max_header_bytes)
         .max_buf_size(limits.max_header_bytes.max(8192));
     let http = Arc::new(http);
+    let mut last_full_warning = None;
     loop {
         // Backpressure: a connection is accepted only when it can be served.
         let permit = tokio::select! {
@@ -459,7 +463,13 @@ where
                 Err(_) => break,
             },
         };
-        if connections.permits.available_permits() == 0 {
+        // At the cap, said at most once a minute: a client holding the
+        // listener full would otherwise write a line per connection.
+        if connections.permits.available_permits() == 0
+            && last_full_warning
+                .is_none_or(|at: tokio::time::Instant| at.elapsed() >= FULL_WARNING_EVERY)
+        {
+            last_full_warning = Some(tokio::time::Instant::now());
             tracing::warn!(
                 "{} connections are open, the most --max-connections allows: new ones wait until one closes",
                 connections.max

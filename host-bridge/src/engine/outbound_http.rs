@@ -31,8 +31,8 @@
 //!
 //! A request refused by the name check fails in the guest with
 //! `HTTP-request-denied`, one refused by the address check with
-//! `destination-IP-prohibited` (the `wasi:http` error for exactly that, and
-//! Spin's for its blocked networks); both are logged with the component,
+//! `destination-IP-prohibited` (the `wasi:http` error for exactly that);
+//! both are logged with the component,
 //! the host and, for the address check, the address.
 
 use super::sandbox::Sandbox;
