@@ -13,6 +13,11 @@
 //
 // Registered components:
 //   - pubsub.redis (Redis Streams) and pubsub.in-memory
+//   - pubsub.kafka (sarama), pubsub.rabbitmq, pubsub.jetstream (NATS JetStream)
+//     and pubsub.mqtt3 (also under its older name, pubsub.mqtt), for the tests
+//     against brokers other than Redis. The registration lines are the ones
+//     daprd's own cmd/daprd/components/pubsub_*.go use, so each type gets the
+//     names it has in a release build of daprd.
 //   - state.redis and state.in-memory
 //   - nameresolution.mdns (daprd's default resolver in self-hosted mode;
 //     registering it avoids a CREATE_COMPONENT_FAILURE at startup)
@@ -21,6 +26,10 @@ package main
 import (
 	"github.com/dapr/components-contrib/nameresolution/mdns"
 	inmemorypubsub "github.com/dapr/components-contrib/pubsub/in-memory"
+	"github.com/dapr/components-contrib/pubsub/jetstream"
+	"github.com/dapr/components-contrib/pubsub/kafka"
+	mqtt "github.com/dapr/components-contrib/pubsub/mqtt3"
+	"github.com/dapr/components-contrib/pubsub/rabbitmq"
 	redispubsub "github.com/dapr/components-contrib/pubsub/redis"
 	inmemorystate "github.com/dapr/components-contrib/state/in-memory"
 	redisstate "github.com/dapr/components-contrib/state/redis"
@@ -34,6 +43,10 @@ import (
 func main() {
 	pubsubloader.DefaultRegistry.RegisterComponent(redispubsub.NewRedisStreams, "redis")
 	pubsubloader.DefaultRegistry.RegisterComponent(inmemorypubsub.New, "in-memory")
+	pubsubloader.DefaultRegistry.RegisterComponent(kafka.NewKafka, "kafka")
+	pubsubloader.DefaultRegistry.RegisterComponent(rabbitmq.NewRabbitMQ, "rabbitmq")
+	pubsubloader.DefaultRegistry.RegisterComponent(jetstream.NewJetStream, "jetstream")
+	pubsubloader.DefaultRegistry.RegisterComponent(mqtt.NewMQTTPubSub, "mqtt3", "mqtt")
 	stateloader.DefaultRegistry.RegisterComponent(redisstate.NewRedisStateStore, "redis")
 	stateloader.DefaultRegistry.RegisterComponent(inmemorystate.NewInMemoryStateStore, "in-memory")
 	nrloader.DefaultRegistry.RegisterComponent(mdns.NewResolver, "mdns")
