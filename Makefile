@@ -8,15 +8,16 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 
 LISTEN ?= 127.0.0.1:3000
 
-.PHONY: up test soak fuzz bench bench-smoke compose setup setup-dapr setup-bench setup-wasmtime setup-wac setup-guests guests
+.PHONY: up test soak fuzz bench bench-smoke compose setup setup-dapr setup-bench setup-wasmtime setup-wac setup-guests guests setup-brokers
 
 ## Set up, build the guests and the host, and run the orders app.
 up: setup
 	cargo build --release -p host-bridge
 	./target/release/host-bridge up --build --listen $(LISTEN)
 
-## Set up and run all the tests (unit, end-to-end embedded, end-to-end under real Dapr).
-test: setup setup-dapr setup-guests setup-wac setup-wasmtime
+## Set up and run all the tests (unit, end-to-end embedded, end-to-end under
+## real Dapr on Redis, Kafka, RabbitMQ, NATS JetStream and MQTT).
+test: setup setup-dapr setup-brokers setup-guests setup-wac setup-wasmtime
 	WAC=$(WAC) WASMTIME=$(WASMTIME) cargo test -p host-bridge -p orders
 
 ## The five-minute soak through daprd and Redis (make test runs 30 s of it).
@@ -25,17 +26,17 @@ soak: setup setup-dapr
 
 ## The benchmarks behind BENCHMARKS.md: criterion micro-benchmarks of the
 ## sandbox, then the system harness (host-bridge side by side with a native
-## server, wasmtime serve and daprd). BENCH_ONLY=delivery,http,embedded,languages,dapr,startup
+## server, wasmtime serve and daprd). BENCH_ONLY=delivery,http,embedded,languages,dapr,brokers,startup
 ## runs some sections (results then go under target/bench/); BENCH_SECONDS and
 ## BENCH_ROUNDS set the length (3 s, 3 rounds).
-bench: setup setup-dapr setup-guests setup-bench
+bench: setup setup-dapr setup-brokers setup-guests setup-bench
 	cargo bench -p host-bridge --bench sandbox
 	WASMTIME=$(WASMTIME) cargo bench -p host-bridge --bench load
 
 ## Every section of the harness, briefly, failing on any error; results go
 ## to target/bench/ and BENCHMARKS.md is left alone. CI runs it after
 ## `make test`, which installs wasmtime-cli, so it compares with wasmtime serve too.
-bench-smoke: setup setup-dapr setup-guests
+bench-smoke: setup setup-dapr setup-brokers setup-guests
 	BENCH_SMOKE=1 WASMTIME=$(WASMTIME) cargo bench -p host-bridge --bench load
 
 ## wasmtime-cli, the reference wasi:http runtime, at the wasmtime version
@@ -130,6 +131,13 @@ setup-dapr:
 	bash scripts/install-dapr.sh
 	@python3 -c 'import dapr.clients' 2>/dev/null \
 		|| { echo "installing the Dapr Python SDK (PyPI: dapr)"; python3 -m pip install --quiet --root-user-action=ignore 'dapr==1.18.3'; }
+
+## Install the five brokers scripts/broker.sh runs, without running them:
+## Debian's redis-server, rabbitmq-server, nats-server and mosquitto (their
+## services kept from starting), and Kafka 4.1.1 from Maven Central into
+## $(HOME)/.cache/host-bridge/tools. Each is skipped if already there.
+setup-brokers:
+	bash scripts/broker.sh --install all
 
 ## Build the guest components only.
 guests: setup
