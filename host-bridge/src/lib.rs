@@ -25,6 +25,7 @@
 pub mod app;
 pub mod broker;
 pub mod build;
+pub mod check;
 pub mod contract;
 pub mod deploy;
 pub mod engine;

@@ -181,6 +181,11 @@ enum Command {
         #[arg(long)]
         insecure: bool,
     },
+    /// Name each setting in a Dapr resources folder (as `dapr run
+    /// --resources-path DIR` loads it) that can lose a message or deliver
+    /// it to the wrong place, and the value to write instead. Exit code 1
+    /// when there is any, 2 when the folder cannot be read.
+    Check(host_bridge::check::Args),
     /// Run each component's [component.NAME.build] command, like `spin build`.
     Build {
         /// The app manifest.
@@ -226,6 +231,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Check(args) => std::process::exit(host_bridge::check::run(&args).code()),
         Command::Build {
             manifest,
             components,
