@@ -5,114 +5,14 @@
 mod common;
 
 use common::dapr::{Backing, DaprApp, Redis, resources, wait_until};
-use common::{client, orders_manifest, test_subscriber_manifest, wasm};
+use common::scenarios::{self, TOPICS, hex, subscriber_manifest};
+use common::{client, orders_manifest};
 use serde_json::{Value, json};
 use std::time::Duration;
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The test subscriber on every topic the Dapr tests use.
-fn subscriber_manifest() -> String {
-    let mut manifest = test_subscriber_manifest(
-        &["record", "flaky", "bulk", "record-py", "store"],
-        5,
-        "",
-        "",
-    );
-    manifest.push_str(&format!(
-        r#"
-[[trigger.pubsub]]
-component = "raw-recorder"
-pubsubname = "pubsub"
-topic = "record-raw"
-metadata = {{ rawPayload = "true" }}
-
-[[trigger.pubsub]]
-component = "raw-recorder"
-pubsubname = "pubsub"
-topic = "drop"
-dead_letter_topic = "dead-letters"
-
-[[trigger.pubsub]]
-component = "dead-letter"
-pubsubname = "pubsub"
-topic = "dead-letters"
-
-[component.dead-letter]
-source = "{}"
-
-[component.raw-recorder]
-source = "{}"
-"#,
-        wasm("dead_letter"),
-        wasm("test_subscriber")
-    ));
-    manifest.replace(
-        "topic = \"bulk\"\n",
-        "topic = \"bulk\"\nbulk_subscribe = { max_messages_count = 50, max_await_duration_ms = 200 }\n",
-    )
-}
-
-const TOPICS: &[&str] = &[
-    "record",
-    "store",
-    "flaky",
-    "bulk",
-    "record-py",
-    "record-raw",
-    "drop",
-    "dead-letters",
-];
-
 #[test]
 fn the_orders_app_runs_under_daprd_and_redis() {
-    let backing = Backing::start();
-    let mut app = DaprApp::start(
-        "orders",
-        &orders_manifest(),
-        &backing.resources,
-        &["orders", "orders-deadletter"],
-    );
-    let subscribe = app.host.get_json("/dapr/subscribe");
-    assert_eq!(
-        subscribe,
-        json!([
-            {"pubsubname": "pubsub", "topic": "orders", "route": "/orders-events", "metadata": {}, "deadLetterTopic": "orders-deadletter"},
-            {"pubsubname": "pubsub", "topic": "orders-deadletter", "route": "/orders-deadletter", "metadata": {}}
-        ])
-    );
-
-    let response = app.host.post(
-        "/orders",
-        "application/json",
-        r#"{"orderId":"d-1","customer":"grace","items":[{"sku":"pen","qty":4,"price":1.25}]}"#,
-    );
-    assert_eq!(response.status(), 202);
-    let mut order = Value::Null;
-    wait_until(Duration::from_secs(30), "the order to be processed", || {
-        let response = app.host.get("/orders/d-1");
-        if response.status() == 200 {
-            order = response.json().unwrap();
-            true
-        } else {
-            false
-        }
-    });
-    assert_eq!(order["status"], "processed");
-    assert_eq!(order["total"], 5.0);
-    // The processed order is in Redis, through daprd's state API.
-    let stored: Value = serde_json::from_str(&app.host.state("order-d-1").unwrap()).unwrap();
-    assert_eq!(stored["orderId"], "d-1");
-
-    // A malformed order is dropped by the processor and dead-lettered by daprd.
-    app.host
-        .publish("orders", "bad-d-1", "application/json", r#"{"nope":true}"#);
-    let record = app
-        .host
-        .wait_for_state("deadletter-bad-d-1", Duration::from_secs(30), |_| true);
-    assert!(record.contains("nope"), "{record}");
+    scenarios::the_orders_app_runs(&Backing::start());
 }
 
 #[test]
@@ -124,90 +24,7 @@ fn payloads_arrive_byte_for_byte_whatever_their_content_type() {
         &backing.resources,
         TOPICS,
     );
-
-    let all_bytes: Vec<u8> = (0..=255).collect();
-    let cases: Vec<(&str, &str, Vec<u8>)> = vec![
-        // Compact, with sorted keys: the form daprd itself writes JSON in.
-        (
-            "ct-json",
-            "application/json",
-            br#"{"a":[true,null,"x\"y"],"b":{"c":1.5}}"#.to_vec(),
-        ),
-        // Any other JSON text: daprd decodes it into its envelope and
-        // re-encodes it, so the value arrives, not the spelling.
-        (
-            "ct-json-loose",
-            "application/json",
-            br#"{"b": 1,  "a": [true, null, "x"]}"#.to_vec(),
-        ),
-        (
-            "ct-text",
-            "text/plain",
-            "héllo\nwörld \"quoted\"".as_bytes().to_vec(),
-        ),
-        ("ct-binary", "application/octet-stream", all_bytes.clone()),
-    ];
-    for (id, content_type, body) in &cases {
-        app.host.publish("record", id, content_type, body.clone());
-    }
-    for (id, content_type, body) in &cases {
-        let record: Value = app
-            .host
-            .wait_for_json(&format!("received-{id}"), Duration::from_secs(30));
-        assert_eq!(record["datacontenttype"], *content_type, "{record}");
-        let got = record["data_hex"].as_str().unwrap();
-        if *id == "ct-json-loose" {
-            let got_bytes: Vec<u8> = (0..got.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&got[i..i + 2], 16).unwrap())
-                .collect();
-            let got_json: Value = serde_json::from_slice(&got_bytes).unwrap();
-            assert_eq!(got_json, serde_json::from_slice::<Value>(body).unwrap());
-        } else {
-            assert_eq!(got, hex(body), "{id}: the payload changed on the way");
-        }
-    }
-
-    // A structured CloudEvent published as such keeps its id, type and data.
-    let event = json!({
-        "specversion": "1.0", "id": "ct-ce", "source": "tests", "type": "test.kind",
-        "datacontenttype": "text/plain", "data": "inside a cloudevent"
-    });
-    app.host.publish(
-        "record",
-        "ignored",
-        "application/cloudevents+json",
-        event.to_string(),
-    );
-    let record: Value = app
-        .host
-        .wait_for_json("received-ct-ce", Duration::from_secs(30));
-    assert_eq!(record["type"], "test.kind");
-    assert_eq!(record["data_hex"], hex(b"inside a cloudevent"));
-
-    // The delivery's trace context reaches the guest.
-    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
-    let response = client()
-        .post(format!(
-            "{}/v1.0/publish/pubsub/record?metadata.cloudevent.id=traced",
-            app.daprd.url
-        ))
-        .header("content-type", "text/plain")
-        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
-        .body("traced")
-        .send()
-        .unwrap();
-    assert_eq!(response.status(), 204);
-    let record: Value = app
-        .host
-        .wait_for_json("received-traced", Duration::from_secs(30));
-    assert!(
-        record["traceparent"]
-            .as_str()
-            .unwrap_or_default()
-            .contains(trace_id),
-        "{record}"
-    );
+    scenarios::payloads_arrive_byte_for_byte(&mut app);
 }
 
 #[test]
@@ -240,95 +57,20 @@ fn retry_is_redelivered_and_drop_is_dead_lettered_by_daprd() {
         &backing.resources,
         TOPICS,
     );
-
-    app.host
-        .publish("flaky", "dapr-flaky-1", "text/plain", "again");
-    app.host
-        .wait_for_state("attempts-dapr-flaky-1", Duration::from_secs(60), |v| {
-            v == "3"
-        });
-    std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(
-        app.host.state("attempts-dapr-flaky-1").as_deref(),
-        Some("3")
-    );
-
-    app.host
-        .publish("drop", "dapr-drop-1", "text/plain", "unwanted");
-    // The dead-letter component records what it got, under the original id.
-    let record = app
-        .host
-        .wait_for_state("deadletter-dapr-drop-1", Duration::from_secs(60), |_| true);
-    let record: Value = serde_json::from_str(&record).unwrap();
-    assert_eq!(record["data"], "unwanted", "{record}");
-    assert_eq!(app.host.state("attempts-dapr-drop-1").as_deref(), Some("1"));
+    scenarios::retry_is_redelivered_and_drop_is_dead_lettered(&mut app, true);
+    scenarios::traps_and_loops_are_retried_then_dead_lettered(&mut app);
 }
 
 #[test]
 fn bulk_deliveries_come_in_batches_and_retry_only_the_failed_entry() {
     let backing = Backing::start();
     let mut app = DaprApp::start("bulk", &subscriber_manifest(), &backing.resources, TOPICS);
-    for i in 0..500 {
-        let body = if i == 250 {
-            "retry-once".to_owned()
-        } else {
-            format!("message {i}")
-        };
-        app.host
-            .publish("bulk", &format!("bulk-{i}"), "text/plain", body);
-    }
-    app.host
-        .wait_for_state("attempts-bulk-250", Duration::from_secs(120), |v| v == "2");
-    for i in 0..500 {
-        let key = format!("attempts-bulk-{i}");
-        let expected = if i == 250 { "2" } else { "1" };
-        let value = app
-            .host
-            .wait_for_state(&key, Duration::from_secs(60), |_| true);
-        assert_eq!(value, expected, "{key}");
-    }
-    let batches = app.host.metric("host_bridge_bulk_batches_total");
-    assert!(
-        batches > 0 && batches < 500,
-        "500 messages came in {batches} batches"
-    );
-    assert_eq!(
-        app.host
-            .metric("host_bridge_deliveries_total{outcome=\"retry\"}"),
-        1
-    );
+    scenarios::bulk_deliveries_come_in_batches(&mut app, true);
 }
 
 #[test]
 fn two_replicas_share_the_work_and_lose_nothing() {
-    let backing = Backing::start();
-    let manifest = test_subscriber_manifest(&["record"], 5, "", "");
-    let a = DaprApp::start("replicated", &manifest, &backing.resources, &["record"]);
-    let mut b = DaprApp::start("replicated", &manifest, &backing.resources, &["record"]);
-    for i in 0..1000 {
-        a.host
-            .publish("record", &format!("r-{i}"), "text/plain", format!("m{i}"));
-    }
-    for i in 0..1000 {
-        b.host
-            .wait_for_state(&format!("received-r-{i}"), Duration::from_secs(120), |_| {
-                true
-            });
-    }
-    let handled_a = a
-        .host
-        .metric("host_bridge_deliveries_total{outcome=\"success\"}");
-    let handled_b = b
-        .host
-        .metric("host_bridge_deliveries_total{outcome=\"success\"}");
-    assert!(
-        handled_a > 0 && handled_b > 0,
-        "one replica did everything: {handled_a} / {handled_b}"
-    );
-    assert!(
-        handled_a + handled_b >= 1000,
-        "{handled_a} + {handled_b} < 1000"
-    );
+    scenarios::two_replicas_share_the_work(&Backing::start(), "replicated");
 }
 
 #[test]

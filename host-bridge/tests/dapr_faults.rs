@@ -8,63 +8,13 @@
 
 mod common;
 
-use common::client;
-use common::dapr::{Backing, DaprApp, Redis};
+use common::brokers::BrokerKind;
+use common::dapr::{Backing, DaprApp};
+use common::scenarios::{
+    broker_restarted, daprd_killed, host_down_30s, publish_stream, stream_through_a_fault,
+    wait_all_processed,
+};
 use std::time::{Duration, Instant};
-
-/// Publishes `count` messages with ids `{prefix}{i}` to `topic` through
-/// daprd at `url`, one after another, on another thread. A publish that is
-/// not accepted (daprd or Redis is down) is tried again until it is: only
-/// an accepted message has to be processed.
-fn publish_stream(
-    url: &str,
-    topic: &str,
-    prefix: &str,
-    count: usize,
-) -> std::thread::JoinHandle<()> {
-    let (url, topic, prefix) = (url.to_owned(), topic.to_owned(), prefix.to_owned());
-    std::thread::spawn(move || {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        for i in 0..count {
-            loop {
-                let response = client()
-                    .post(format!(
-                        "{url}/v1.0/publish/pubsub/{topic}?metadata.cloudevent.id={prefix}{i}"
-                    ))
-                    .header("content-type", "text/plain")
-                    .body(format!("m{i}"))
-                    .send();
-                if response.is_ok_and(|r| r.status() == 204) {
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "publishing {prefix}{i} was refused for 120 s"
-                );
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-    })
-}
-
-/// Waits until every id `{prefix}0 .. {prefix}{count-1}` was recorded.
-fn wait_all_processed(app: &mut DaprApp, prefix: &str, count: usize, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    let mut missing: Vec<usize> = (0..count).collect();
-    loop {
-        missing.retain(|i| app.host.state(&format!("received-{prefix}{i}")).is_none());
-        if missing.is_empty() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} of {count} messages were never processed within {timeout:?}, among them {:?}",
-            missing.len(),
-            &missing[..missing.len().min(20)]
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
 
 /// The scenario: host-bridge is `kill -9`'d one second into a
 /// stream of 3,000 messages and is down for 30 seconds. With the shipped
@@ -72,30 +22,7 @@ fn wait_all_processed(app: &mut DaprApp, prefix: &str, count: usize, timeout: Du
 /// delivering once a probe fails, so no failed delivery is ever acked.
 #[test]
 fn a_host_killed_mid_stream_and_down_30s_loses_nothing() {
-    stream_through_a_fault(Backing::start(), "restarted", 3000, |app, _| {
-        app.host.kill();
-        std::thread::sleep(Duration::from_secs(30));
-        app.restart_host();
-    });
-}
-
-/// Publishes `count` messages through daprd to the test subscriber, runs
-/// `fault` one second into the stream, and checks that every message was
-/// processed.
-fn stream_through_a_fault(
-    mut backing: Backing,
-    app_id: &str,
-    count: usize,
-    fault: impl FnOnce(&mut DaprApp, &mut Backing),
-) {
-    let manifest = common::test_subscriber_manifest(&["record"], 5, "", "");
-    let mut app = DaprApp::start(app_id, &manifest, &backing.resources, &["record"]);
-    let prefix = format!("{app_id}-");
-    let publisher = publish_stream(&app.daprd.url, "record", &prefix, count);
-    std::thread::sleep(Duration::from_secs(1));
-    fault(&mut app, &mut backing);
-    publisher.join().unwrap();
-    wait_all_processed(&mut app, &prefix, count, Duration::from_secs(180));
+    stream_through_a_fault(&mut Backing::start(), "restarted", 3000, host_down_30s);
 }
 
 /// The price of those retries, bounded: a message whose guest always
@@ -131,11 +58,12 @@ fn a_poison_message_is_retried_eight_times_then_dead_lettered() {
 /// from Redis and not acked stays pending, and the new daprd claims it.
 #[test]
 fn daprd_killed_mid_stream_and_restarted_loses_nothing() {
-    stream_through_a_fault(Backing::start(), "sidecar-restarted", 1000, |app, _| {
-        app.daprd.kill();
-        std::thread::sleep(Duration::from_secs(5));
-        app.daprd.restart();
-    });
+    stream_through_a_fault(
+        &mut Backing::start(),
+        "sidecar-restarted",
+        1000,
+        daprd_killed,
+    );
 }
 
 /// Redis is `kill -9`'d mid-stream and started again on its append-only
@@ -143,17 +71,8 @@ fn daprd_killed_mid_stream_and_restarted_loses_nothing() {
 /// pending entries come back, and daprd reconnects.
 #[test]
 fn redis_killed_mid_stream_and_restarted_with_aof_loses_nothing() {
-    let redis = Redis::start_with(&[
-        "--save",
-        "",
-        "--appendonly",
-        "yes",
-        "--appendfsync",
-        "always",
-    ]);
-    stream_through_a_fault(Backing::on(redis), "redis-restarted", 1000, |_, backing| {
-        backing.redis.crash_and_restart(Duration::from_secs(3));
-    });
+    let mut backing = Backing::for_broker(BrokerKind::Redis);
+    stream_through_a_fault(&mut backing, "redis-restarted", 1000, broker_restarted);
 }
 
 /// With the sidecar gone, a guest's publish fails with the typed

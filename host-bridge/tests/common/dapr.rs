@@ -4,6 +4,7 @@
 //!
 //! Every process is started on free ports and killed when its guard drops.
 
+use super::brokers::{Broker, BrokerKind, copy_resources};
 use super::logs::{self, LogEntry};
 use super::{Host, client, free_port, workspace};
 use std::fs;
@@ -130,9 +131,13 @@ impl Redis {
     }
 }
 
-/// A private Redis and the repo's `components/`, pointed at it.
+/// What daprd carries messages on and keeps state in: a private Redis (the
+/// state store of every folder of `components/`, and the broker of the
+/// top one) and, for another broker's folder, that broker; with the folder's
+/// resources pointed at them.
 pub struct Backing {
     pub redis: Redis,
+    pub broker: Option<Broker>,
     pub dir: tempfile::TempDir,
     pub resources: PathBuf,
 }
@@ -142,14 +147,55 @@ impl Backing {
         Backing::on(Redis::start())
     }
 
-    /// The resources pointed at `redis`.
+    /// The resources of `components/` pointed at `redis`.
     pub fn on(redis: Redis) -> Backing {
         let dir = tempfile::tempdir().unwrap();
         let resources = resources(dir.path(), &redis);
         Backing {
             redis,
+            broker: None,
             dir,
             resources,
+        }
+    }
+
+    /// `kind`'s folder of `components/` and its broker, each with its
+    /// persistence on, as a restart test needs: Redis with an append-only
+    /// file synced on every write.
+    pub fn for_broker(kind: BrokerKind) -> Backing {
+        if kind == BrokerKind::Redis {
+            return Backing::on(Redis::start_with(&[
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ]));
+        }
+        let redis = Redis::start();
+        let broker = Broker::start(kind);
+        let dir = tempfile::tempdir().unwrap();
+        let resources = dir.path().join("components");
+        copy_resources(&kind.components(), &resources, redis.port, Some(&broker));
+        Backing {
+            redis,
+            broker: Some(broker),
+            dir,
+            resources,
+        }
+    }
+
+    /// The broker the resources point daprd at.
+    pub fn kind(&self) -> BrokerKind {
+        self.broker.as_ref().map_or(BrokerKind::Redis, |b| b.kind)
+    }
+
+    /// Kills the broker with SIGKILL and starts it again on its data after `down`.
+    pub fn crash_and_restart_broker(&mut self, down: Duration) {
+        match &mut self.broker {
+            Some(broker) => broker.crash_and_restart(down),
+            None => self.redis.crash_and_restart(down),
         }
     }
 }
@@ -157,15 +203,7 @@ impl Backing {
 /// Writes the repo's `components/` resources into `dir`, pointed at `redis`.
 pub fn resources(dir: &Path, redis: &Redis) -> PathBuf {
     let out = dir.join("components");
-    fs::create_dir_all(&out).unwrap();
-    for entry in fs::read_dir(workspace().join("components")).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "yaml") {
-            let text = fs::read_to_string(&path).unwrap();
-            let text = text.replace("localhost:6379", &format!("127.0.0.1:{}", redis.port));
-            fs::write(out.join(path.file_name().unwrap()), text).unwrap();
-        }
-    }
+    copy_resources(&workspace().join("components"), &out, redis.port, None);
     out
 }
 

@@ -8,11 +8,13 @@
 
 #![allow(dead_code)]
 
+pub mod brokers;
 pub mod dapr;
 pub mod logs;
 mod ports;
 mod process;
 pub mod registry;
+pub mod scenarios;
 
 pub use ports::free_port;
 pub use process::Process;
