@@ -10,6 +10,7 @@
 //! | `delivery` | `POST /orders-events`, the CloudEvents daprd would send | host-bridge (in memory, and durable), the native baseline, `wasmtime serve` |
 //! | `http` | keep-alive `POST /orders`, and `GET /hello` (a spin-sdk hello world) | host-bridge (in memory, and durable), the native baseline, `wasmtime serve` (hello only) |
 //! | `dapr` | N messages through daprd and Redis, one by one and in bulk | host-bridge and the native baseline, each behind an identical daprd |
+//! | `brokers` | N messages through daprd and each broker: Redis, Kafka, RabbitMQ, NATS JetStream, MQTT (`load/brokers.rs`) | host-bridge and the native baseline, each behind an identical daprd |
 //! | `embedded` | publish to processed on the embedded broker | host-bridge in memory and durable |
 //! | `startup` | launch to `/healthz` 200, cold and with a warm cache | host-bridge, the native baseline |
 //!
@@ -34,6 +35,9 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+
+#[path = "load/brokers.rs"]
+mod brokers;
 
 use bytes::Bytes;
 use common::dapr::{Backing, Daprd};
@@ -78,6 +82,9 @@ fn main() {
     }
     if config.runs("dapr") {
         through_dapr(&config, &tools, &runtime, &mut report);
+    }
+    if config.runs("brokers") {
+        brokers::run(&config, &tools, &runtime, &mut report);
     }
     if config.runs("startup") {
         startup(&config, &tools, &mut report);
@@ -297,6 +304,42 @@ fn host_bridge_command_with_cache(
     command
 }
 
+/// A daprd for `app_id` in front of a free app port, started first (it
+/// dials the app until it answers, as under `dapr run`), and the variables
+/// the app reaches it with.
+struct Sidecar {
+    daprd: Daprd,
+    app_port: u16,
+    env: [(&'static str, String); 2],
+    _dir: tempfile::TempDir,
+}
+
+impl Sidecar {
+    fn start(app_id: &str, resources: &Path) -> Sidecar {
+        let dir = tempfile::tempdir().unwrap();
+        let app_port = free_port();
+        let daprd = Daprd::start(app_id, app_port, resources, dir.path(), &[]);
+        let env = [
+            ("DAPR_HTTP_PORT", daprd.http_port.to_string()),
+            ("DAPR_GRPC_PORT", daprd.grpc_port.to_string()),
+        ];
+        Sidecar {
+            daprd,
+            app_port,
+            env,
+            _dir: dir,
+        }
+    }
+
+    /// Where the app behind it listens, and with what.
+    fn placement(&self) -> Placement<'_> {
+        Placement {
+            addr: local(self.app_port),
+            env: &self.env,
+        }
+    }
+}
+
 /// Where a server listens and what it runs with: a free port and nothing
 /// extra, or, behind daprd, the app port and the sidecar's variables.
 struct Placement<'a> {
@@ -413,9 +456,9 @@ enum Workload {
     PlaceOrder,
     /// `GET /hello`; wants 200.
     Hello,
-    /// `POST /v1.0/publish/pubsub/orders` on the embedded broker's sidecar
+    /// `POST /v1.0/publish/pubsub/{topic}` on the embedded broker's sidecar
     /// API (or daprd's); wants 204.
-    Publish,
+    Publish(&'static str),
 }
 
 static ORDER_NUMBER: AtomicU64 = AtomicU64::new(0);
@@ -431,6 +474,7 @@ fn order_json(n: u64) -> String {
 impl Workload {
     fn request(self, addr: SocketAddr) -> http::Request<Full<Bytes>> {
         let n = ORDER_NUMBER.fetch_add(1, Ordering::Relaxed);
+        let publish_path;
         let (method, path, body) = match self {
             Workload::Delivery => (
                 http::Method::POST,
@@ -442,11 +486,10 @@ impl Workload {
             ),
             Workload::PlaceOrder => (http::Method::POST, "/orders", order_json(n)),
             Workload::Hello => (http::Method::GET, "/hello", String::new()),
-            Workload::Publish => (
-                http::Method::POST,
-                "/v1.0/publish/pubsub/orders",
-                order_json(n),
-            ),
+            Workload::Publish(topic) => {
+                publish_path = format!("/v1.0/publish/pubsub/{topic}");
+                (http::Method::POST, publish_path.as_str(), order_json(n))
+            }
         };
         let content_type = if matches!(self, Workload::Delivery) {
             "application/cloudevents+json"
@@ -469,7 +512,7 @@ impl Workload {
             }
             Workload::PlaceOrder => status == http::StatusCode::ACCEPTED,
             Workload::Hello => status == http::StatusCode::OK,
-            Workload::Publish => status.is_success(),
+            Workload::Publish(_) => status.is_success(),
         }
     }
 }
@@ -940,7 +983,7 @@ fn publish_and_process(
         runtime,
         load(
             server.sidecar,
-            Workload::Publish,
+            Workload::Publish("orders"),
             concurrency,
             Stop::Count(messages),
         ),
@@ -1053,17 +1096,8 @@ fn through_dapr(
             // Each run has its own Redis, so no stream holds another run's
             // messages.
             let backing = Backing::start();
-            let daprd_dir = tempfile::tempdir().unwrap();
-            let app_port = free_port();
-            let daprd = Daprd::start("bench", app_port, &backing.resources, daprd_dir.path(), &[]);
-            let dapr_env = [
-                ("DAPR_HTTP_PORT", daprd.http_port.to_string()),
-                ("DAPR_GRPC_PORT", daprd.grpc_port.to_string()),
-            ];
-            let at = Placement {
-                addr: local(app_port),
-                env: &dapr_env,
-            };
+            let sidecar = Sidecar::start("bench", &backing.resources);
+            let (daprd, at) = (&sidecar.daprd, sidecar.placement());
             let app = if system.starts_with("host-bridge") {
                 let manifest = bench_manifest(tools, bulk);
                 start_host_bridge(tools, Storage::InMemory, "host-bridge", &manifest, at)
@@ -1090,7 +1124,12 @@ fn through_dapr(
             let started = Instant::now();
             let published = run(
                 runtime,
-                load(sidecar, Workload::Publish, 16, Stop::Count(config.messages)),
+                load(
+                    sidecar,
+                    Workload::Publish("orders"),
+                    16,
+                    Stop::Count(config.messages),
+                ),
             );
             let goal = published.ok;
             wait_for(
@@ -1693,6 +1732,7 @@ impl Report {
                 );
             }
         }
+        brokers::table(self, &mut out);
         self.languages_table(&mut out);
         if !self.startups.is_empty() {
             let _ = writeln!(
