@@ -8,6 +8,7 @@ use super::{orders_manifest, test_subscriber_manifest, wasm};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
+/// `bytes` in lower-case hex, as the test subscriber records a payload.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
