@@ -216,7 +216,7 @@ def jetstream(port, stream, subjects):
                 # component gives each topic an ephemeral consumer (a
                 # durableName is one consumer for the whole component,
                 # which a second topic cannot bind to), and the server
-                # deletes one five seconds after daprd let go of it (a
+                # deletes one once daprd has let go of it (a
                 # restart, or the app health check pausing it). On a
                 # "workqueue" stream (a message leaves once acked), the
                 # next consumer never got what the deleted one had not
