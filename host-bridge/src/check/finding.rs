@@ -168,6 +168,25 @@ impl Finding {
     }
 }
 
+impl Finding {
+    /// A warning about `component` as a whole: what its broker does that
+    /// no setting of it changes.
+    pub fn broker_warning(
+        component: &Component,
+        key: impl Into<String>,
+        problem: String,
+        consequence: Vec<String>,
+    ) -> Finding {
+        Finding::warning(
+            component.file.clone(),
+            Subject::of(component),
+            key,
+            problem,
+            consequence,
+        )
+    }
+}
+
 impl fmt::Display for Finding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.severity == Severity::Warning {

@@ -3,7 +3,7 @@
 //! defaults: `parseMetadata`) and `pubsub/jetstream/jetstream.go` (the
 //! consumer it creates in `Subscribe`, and how `natsHandler` acks).
 
-use super::finding::{ComponentFindings, Finding, Subject};
+use super::finding::{ComponentFindings, Finding};
 use super::resources::{Component, Folder};
 use super::subscriptions::dead_letter_cover;
 
@@ -88,9 +88,8 @@ pub fn check(component: &Component, folder: &Folder) -> Vec<Finding> {
 /// What a catch-all stream does that no component setting changes.
 pub fn warnings(component: &Component) -> Vec<Finding> {
     vec![
-        Finding::warning(
-            component.file.clone(),
-            Subject::of(component),
+        Finding::broker_warning(
+            component,
             "deadLetterTopic",
             String::from("a DROP's dead letter can be dropped as a duplicate"),
             vec![String::from(
@@ -99,9 +98,8 @@ pub fn warnings(component: &Component) -> Vec<Finding> {
                  duplicate_window (100 ms at the least; scripts/broker.sh sets that) is discarded",
             )],
         ),
-        Finding::warning(
-            component.file.clone(),
-            Subject::of(component),
+        Finding::broker_warning(
+            component,
             "durableName",
             String::from("without durableName, every new consumer delivers the whole stream again"),
             vec![String::from(

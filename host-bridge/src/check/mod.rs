@@ -199,9 +199,8 @@ fn none(_: &Component) -> Vec<Finding> {
 /// pubsub/in-memory/in-memory.go: an event bus inside one daprd, whose
 /// subscriber logs and drops a message its handler failed.
 fn in_memory_warnings(component: &Component) -> Vec<Finding> {
-    vec![Finding::warning(
-        component.file.clone(),
-        Subject::of(component),
+    vec![Finding::broker_warning(
+        component,
         "type",
         String::from("the in-memory broker keeps messages inside this one daprd"),
         vec![String::from(

@@ -4,7 +4,7 @@
 //! false, in `parseMQTTMetaData`) and `pubsub/mqtt3/mqtt.go` (what they
 //! do), and the warning every MQTT 3 component gets.
 
-use super::finding::{ComponentFindings, Finding, Subject};
+use super::finding::{ComponentFindings, Finding};
 use super::resources::{Component, Folder};
 use super::{Flag, flag, shown};
 
@@ -51,9 +51,8 @@ pub fn check(component: &Component, _folder: &Folder) -> Vec<Finding> {
 
 /// What MQTT 3.1.1 does that no setting changes.
 pub fn warnings(component: &Component) -> Vec<Finding> {
-    vec![Finding::warning(
-        component.file.clone(),
-        Subject::of(component),
+    vec![Finding::broker_warning(
+        component,
         "redelivery",
         String::from("a delivery that failed is never acked, and in practice never comes back"),
         vec![

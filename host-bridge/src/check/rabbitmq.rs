@@ -10,7 +10,7 @@
 //! is logged and dropped), so it does not tell a publisher its message was
 //! lost.
 
-use super::finding::{ComponentFindings, Finding, Subject};
+use super::finding::{ComponentFindings, Finding};
 use super::resources::{Component, Folder};
 use super::{Flag, flag, shown};
 
@@ -161,9 +161,8 @@ pub fn check(component: &Component, _folder: &Folder) -> Vec<Finding> {
 /// Broker properties, not settings: printed once per component.
 pub fn warnings(component: &Component) -> Vec<Finding> {
     vec![
-        Finding::warning(
-            component.file.clone(),
-            Subject::of(component),
+        Finding::broker_warning(
+            component,
             "queue",
             String::from("a topic's queue exists only once daprd has subscribed to it"),
             vec![String::from(
@@ -171,9 +170,8 @@ pub fn warnings(component: &Component) -> Vec<Finding> {
                  the app's first subscription to it (its first start, or a new deadLetterTopic) has no queue and is dropped",
             )],
         ),
-        Finding::warning(
-            component.file.clone(),
-            Subject::of(component),
+        Finding::broker_warning(
+            component,
             "consumer_timeout",
             String::from(
                 "the broker's consumer_timeout bounds how long a paused subscription holds messages",
