@@ -10,7 +10,7 @@
 use crate::contract::{Event, Message, PublishError};
 use base64::Engine as _;
 use serde_json::value::RawValue;
-use std::collections::BTreeMap;
+use std::borrow::Cow;
 
 /// The CloudEvent `type` Dapr gives the events it wraps.
 pub const DAPR_EVENT_TYPE: &str = "com.dapr.event.sent";
@@ -97,12 +97,17 @@ pub fn raw(source: &str, pubsubname: &str, topic: &str, data: Vec<u8>) -> Event 
 }
 
 /// Reads a structured CloudEvent. Attributes without a field of their own
-/// go to `metadata`, as strings (non-string values as their JSON text).
+/// go to `metadata`, as strings (non-string values as their JSON text),
+/// ordered by name.
+///
+/// The body is read once: every attribute is borrowed from it as raw JSON
+/// ([`Attributes`]) and only the ones the event keeps are copied out. This
+/// runs on every delivery, so it allocates only what the [`Event`] owns.
 pub fn parse(json: &[u8]) -> Result<Event, String> {
-    let mut fields: BTreeMap<String, Box<RawValue>> = serde_json::from_slice(json)
+    let mut fields: Attributes = serde_json::from_slice(json)
         .map_err(|e| format!("the body is not a CloudEvent (a JSON object): {e}"))?;
-    let mut take = |name: &str| -> Result<Option<String>, String> {
-        match fields.remove(name) {
+    let text = |name: &str, raw: Option<&RawValue>| -> Result<Option<String>, String> {
+        match raw {
             None => Ok(None),
             Some(raw) if raw.get() == "null" => Ok(None),
             Some(raw) => serde_json::from_str::<String>(raw.get())
@@ -115,29 +120,29 @@ pub fn parse(json: &[u8]) -> Result<Event, String> {
                 }),
         }
     };
-    let id = take("id")?.ok_or("the CloudEvent has no `id`")?;
-    let source = take("source")?.unwrap_or_default();
-    let type_ = take("type")?.unwrap_or_else(|| DAPR_EVENT_TYPE.to_owned());
-    let specversion = take("specversion")?.unwrap_or_else(|| "1.0".to_owned());
+    let id = text("id", fields.id)?.ok_or("the CloudEvent has no `id`")?;
+    let source = text("source", fields.source)?.unwrap_or_default();
+    let type_ = text("type", fields.type_)?.unwrap_or_else(|| DAPR_EVENT_TYPE.to_owned());
+    let specversion = text("specversion", fields.specversion)?.unwrap_or_else(|| "1.0".to_owned());
     // 1.0 is the only CloudEvents version there is, and the one daprd sends.
     if specversion != "1.0" {
         return Err(format!(
             "CloudEvents specversion {specversion:?} is not supported (only \"1.0\")"
         ));
     }
-    let topic = take("topic")?.unwrap_or_default();
-    let pubsubname = take("pubsubname")?.unwrap_or_default();
-    let datacontenttype = take("datacontenttype")?;
-    let subject = take("subject")?;
-    let time = take("time")?;
-    let traceparent = take("traceparent")?;
-    let tracestate = take("tracestate")?;
-    let data_base64 = take("data_base64")?;
-    let data = fields.remove("data");
+    let topic = text("topic", fields.topic)?.unwrap_or_default();
+    let pubsubname = text("pubsubname", fields.pubsubname)?.unwrap_or_default();
+    let datacontenttype = text("datacontenttype", fields.datacontenttype)?;
+    let subject = text("subject", fields.subject)?;
+    let time = text("time", fields.time)?;
+    let traceparent = text("traceparent", fields.traceparent)?;
+    let tracestate = text("tracestate", fields.tracestate)?;
+    let data_base64 = text("data_base64", fields.data_base64)?;
+    let data = fields.data;
     let datacontenttype = datacontenttype.unwrap_or_else(|| {
         if data_base64.is_some() {
             "application/octet-stream".to_owned()
-        } else if data.as_ref().is_some_and(|d| !d.get().starts_with('"')) {
+        } else if data.is_some_and(|d| !d.get().starts_with('"')) {
             "application/json".to_owned()
         } else {
             DEFAULT_CONTENT_TYPE.to_owned()
@@ -156,14 +161,17 @@ pub fn parse(json: &[u8]) -> Result<Event, String> {
             Err(_) => raw.get().as_bytes().to_vec(),
         },
     };
-    let metadata = fields
-        .into_iter()
-        .map(|(k, v)| {
-            let value =
-                serde_json::from_str::<String>(v.get()).unwrap_or_else(|_| v.get().to_owned());
-            (k, value)
-        })
-        .collect();
+    // By name, and the last of a repeated name, as a JSON object reads.
+    fields.other.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut metadata: Vec<(String, String)> = Vec::with_capacity(fields.other.len());
+    for (name, raw) in fields.other {
+        let value =
+            serde_json::from_str::<String>(raw.get()).unwrap_or_else(|_| raw.get().to_owned());
+        match metadata.last_mut() {
+            Some(last) if last.0 == name => last.1 = value,
+            _ => metadata.push((name.into_owned(), value)),
+        }
+    }
     Ok(Event {
         id,
         source,
@@ -179,6 +187,93 @@ pub fn parse(json: &[u8]) -> Result<Event, String> {
         metadata,
         data,
     })
+}
+
+/// A CloudEvent's attributes as raw JSON borrowed from the body: the ones
+/// [`Event`] has a field for, and the rest in the order they came. A
+/// repeated attribute keeps its last value.
+#[derive(Default)]
+struct Attributes<'a> {
+    id: Option<&'a RawValue>,
+    source: Option<&'a RawValue>,
+    type_: Option<&'a RawValue>,
+    specversion: Option<&'a RawValue>,
+    topic: Option<&'a RawValue>,
+    pubsubname: Option<&'a RawValue>,
+    datacontenttype: Option<&'a RawValue>,
+    subject: Option<&'a RawValue>,
+    time: Option<&'a RawValue>,
+    traceparent: Option<&'a RawValue>,
+    tracestate: Option<&'a RawValue>,
+    data_base64: Option<&'a RawValue>,
+    data: Option<&'a RawValue>,
+    other: Vec<(Cow<'a, str>, &'a RawValue)>,
+}
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Attributes<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visit<'a> {
+            type Value = Attributes<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut map: M,
+            ) -> Result<Self::Value, M::Error> {
+                let mut a = Attributes::default();
+                // A name with escapes in it cannot be borrowed; `Cow` copies only those.
+                while let Some(name) = map.next_key::<CowStr<'de>>()? {
+                    let value: &'de RawValue = map.next_value()?;
+                    let slot = match name.0.as_ref() {
+                        "id" => &mut a.id,
+                        "source" => &mut a.source,
+                        "type" => &mut a.type_,
+                        "specversion" => &mut a.specversion,
+                        "topic" => &mut a.topic,
+                        "pubsubname" => &mut a.pubsubname,
+                        "datacontenttype" => &mut a.datacontenttype,
+                        "subject" => &mut a.subject,
+                        "time" => &mut a.time,
+                        "traceparent" => &mut a.traceparent,
+                        "tracestate" => &mut a.tracestate,
+                        "data_base64" => &mut a.data_base64,
+                        "data" => &mut a.data,
+                        _ => {
+                            a.other.push((name.0, value));
+                            continue;
+                        }
+                    };
+                    *slot = Some(value);
+                }
+                Ok(a)
+            }
+        }
+        deserializer.deserialize_map(Visit(std::marker::PhantomData))
+    }
+}
+
+/// A JSON string borrowed when it has no escapes, copied when it has.
+struct CowStr<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for CowStr<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visit<'a> {
+            type Value = CowStr<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+                Ok(CowStr(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+                Ok(CowStr(Cow::Owned(s.to_owned())))
+            }
+        }
+        deserializer.deserialize_str(Visit(std::marker::PhantomData))
+    }
 }
 
 /// The media type without parameters, lowercased: `Application/JSON; charset=utf-8` → `application/json`.
@@ -241,6 +336,14 @@ mod tests {
                 .contains(&("expiration".into(), "2030-01-01T00:00:00Z".into()))
         );
         assert!(event.metadata.contains(&("n".into(), "5".into())));
+        // By name; a repeated attribute keeps its last value, as a JSON
+        // object reads; a name with escapes is unescaped.
+        let event = parse(br#"{"x":"a","id":"1","x":"b","a\u0062":"c","id":"2"}"#).unwrap();
+        assert_eq!(event.id, "2");
+        assert_eq!(
+            event.metadata,
+            [("ab".into(), "c".into()), ("x".into(), "b".into())]
+        );
     }
 
     #[test]

@@ -268,6 +268,17 @@ fn fill_from_headers(event: &mut Event, pubsubname: &str, topic: &str, headers: 
     }
 }
 
+/// The answer to one delivery: `{"status":"…"}`, from a constant, since
+/// every delivery sends one.
+fn status_answer(status: Status) -> Response {
+    let body: &'static str = match status {
+        Status::Success => r#"{"status":"SUCCESS"}"#,
+        Status::Retry => r#"{"status":"RETRY"}"#,
+        Status::Drop => r#"{"status":"DROP"}"#,
+    };
+    server::full(StatusCode::OK, "application/json", body)
+}
+
 /// The status strings daprd reads; case sensitive.
 fn status_str(status: Status) -> &'static str {
     match status {
@@ -315,10 +326,7 @@ impl Endpoint for DaprAppProtocol {
             // acked and lost once daprd's retries are over).
             Err(e @ server::BodyError::TooLarge { .. }) => {
                 tracing::warn!(%path, "dropping a delivery: {e}");
-                return server::unread_body(server::json(
-                    StatusCode::OK,
-                    &json!({ "status": "DROP" }),
-                ));
+                return server::unread_body(status_answer(Status::Drop));
             }
             // A broken upload: daprd redelivers on any non-2xx answer.
             Err(e) => return e.response(),
@@ -336,7 +344,7 @@ impl Endpoint for DaprAppProtocol {
             None => {
                 let event = cloudevent::parse(&body);
                 let status = self.deliver_event(started, index, event, &headers).await;
-                server::json(StatusCode::OK, &json!({ "status": status_str(status) }))
+                status_answer(status)
             }
         }
     }
@@ -345,11 +353,24 @@ impl Endpoint for DaprAppProtocol {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body_util::BodyExt;
 
     #[test]
     fn status_strings_are_daprs() {
         assert_eq!(status_str(Status::Success), "SUCCESS");
         assert_eq!(status_str(Status::Retry), "RETRY");
         assert_eq!(status_str(Status::Drop), "DROP");
+    }
+
+    #[test]
+    fn a_delivery_answer_is_its_status_as_json() {
+        for status in [Status::Success, Status::Retry, Status::Drop] {
+            let response = status_answer(status);
+            let body = futures::executor::block_on(response.into_body().collect())
+                .unwrap()
+                .to_bytes();
+            let json: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(json, json!({ "status": status_str(status) }));
+        }
     }
 }
