@@ -396,8 +396,9 @@ async fn compile(
             eprintln!("host-bridge: component `{id}` is not used by any trigger; not loaded");
         }
     }
-    // Components compile (or load from the cache) at once, each on a
-    // blocking thread: start-up takes as long as the slowest, not the sum.
+    // Components load from the cache at once, each on a blocking thread;
+    // those not cached compile one at a time (`engine::compiled`), which
+    // bounds the compiler's memory to the largest component's.
     let started = Instant::now();
     let mut jobs = Vec::new();
     for (n, id) in used.iter().enumerate() {

@@ -71,7 +71,7 @@ enum Command {
         /// Run the components' build commands before starting.
         #[arg(long)]
         build: bool,
-        /// Where compiled machine code (`compiled/`) and apps pulled with --from (`oci/`) are cached [default: $XDG_CACHE_HOME/host-bridge or ~/.cache/host-bridge, never /tmp]. It must be yours, and not writable by group or others; host-bridge creates it 0700.
+        /// Where compiled machine code (`code/`) and apps pulled with --from (`oci/`) are cached [default: $XDG_CACHE_HOME/host-bridge or ~/.cache/host-bridge, never /tmp]. It must be yours, and not writable by group or others; host-bridge creates it 0700.
         #[arg(long, env = "HOST_BRIDGE_CACHE_DIR")]
         cache_dir: Option<PathBuf>,
         /// Compile every start from scratch, without the cache.
@@ -332,7 +332,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let runtime =
                 tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             // A pulled app lives in the cache directory (`oci/`), even with
-            // --no-cache, which is about compiled code (`compiled/`). The
+            // --no-cache, which is about compiled code (`code/`). The
             // directory must be the user's own (`engine::cache_dir`), and
             // without a home there is none unless given: never /tmp.
             let cache_root = match (cache_dir, no_cache) {
@@ -362,13 +362,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 None => None,
             };
-            // wasmtime's cache worker prunes files it does not know from the
-            // directory it is given, so compiled code has a directory of its
-            // own, beside the pulled apps.
+            // Compiled code has a directory of its own (`engine::compiled`),
+            // beside the pulled apps. Not `compiled/`: earlier versions gave
+            // that to wasmtime's own cache, whose cache worker removes files
+            // it does not know.
             let cache_dir = cache_root
                 .as_ref()
                 .filter(|_| !no_cache)
-                .map(|root| root.join("compiled"));
+                .map(|root| root.join("code"));
             let download_dir = cache_root.as_ref().map(|root| root.join("downloads"));
             let options = UpOptions {
                 manifest,

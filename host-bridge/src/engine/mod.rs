@@ -2,9 +2,10 @@
 //! and make a fresh sandboxed store for every call.
 //!
 //! - **Compile once.** [`Engine::load`] compiles a component's `.wasm` with
-//!   Cranelift. The machine code is cached on disk (wasmtime's cache, keyed
-//!   by the module's bytes and the compiler's settings), so the next start
-//!   of an unchanged app skips compilation.
+//!   Cranelift, one component at a time. The machine code is cached on disk
+//!   (keyed by the component's bytes and the compiler's settings) and mapped
+//!   from there, so the next start of an unchanged app skips compilation
+//!   and keeps only the code it runs resident ([`compiled`]).
 //! - **Link once.** Each component is linked against WASI 0.2 and 0.3,
 //!   `wasi:http` 0.2 and 0.3 and this project's WIT into an `InstancePre`, so
 //!   a missing import is an error at startup, not at the first request.
@@ -17,6 +18,7 @@
 //!   turn into RETRY or a 5xx; the host itself is untouched.
 
 pub mod cache_dir;
+pub mod compiled;
 pub mod core_module;
 pub mod guest_output;
 mod outbound_http;
@@ -36,8 +38,7 @@ use std::time::{Duration, Instant};
 use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
 use wasmtime::error::Context as _;
 use wasmtime::{
-    Cache, CacheConfig, Config, Enabled, InstanceAllocationStrategy, PoolingAllocationConfig,
-    Store, StoreLimitsBuilder,
+    Config, Enabled, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder,
 };
 use wasmtime_wasi_http::WasiHttpCtx;
 use wasmtime_wasi_http::handler::ProxyPre;
@@ -82,6 +83,10 @@ pub struct Engine {
     linker: Linker<HostState>,
     capabilities: Capabilities,
     guest_output: GuestOutput,
+    /// Where compiled code is cached and mapped from; `None` with `--no-cache`.
+    cache: Option<compiled::CompiledCache>,
+    /// Compiles what is not in the cache, one component at a time.
+    compiler: compiled::Compiler,
     _ticker: EpochTicker,
 }
 
@@ -112,23 +117,28 @@ impl Engine {
         // again. Keeping up to `KEEP_RESIDENT` of it resident and resetting
         // only the pages the guest dirtied (found with Linux's PAGEMAP_SCAN,
         // 6.7+; elsewhere a `memset` of the low addresses) halves a
-        // delivery's cost; batching the remaining decommits saves system
-        // calls. Measured in BENCHMARKS.md (`cargo bench --bench sandbox`).
+        // delivery's cost. Measured in BENCHMARKS.md (`cargo bench --bench
+        // sandbox`).
+        //
+        // Decommits are not batched (`decommit_batch_size` stays 1): a
+        // freed slot waiting in a batch cannot be reused, so the next
+        // instance takes a slot never used, and every slot used keeps its
+        // resident pages. With a batch of 32, the Python orders processor
+        // (`instance_reuse`, 4 instances) spread over 20-odd slots of about
+        // 6.7 MB each, 200 MB; unbatched it stays in 6 or 7, and the
+        // delivery path of the small Rust guests was no slower.
         pool.linear_memory_keep_resident(KEEP_RESIDENT)
             .table_keep_resident(64 << 10)
-            .pagemap_scan(Enabled::Auto)
-            .decommit_batch_size(32);
+            .pagemap_scan(Enabled::Auto);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        if let Some(dir) = &options.cache_dir {
-            // wasmtime runs what it finds there: the directory must be the
-            // user's own and closed to others (see `cache_dir`).
-            cache_dir::create_private(dir)?;
-            let mut cache = CacheConfig::new();
-            cache.with_directory(dir);
-            config.cache(Some(Cache::new(cache).with_context(|| {
-                format!("cannot use {} as the compiled-code cache", dir.display())
-            })?));
-        }
+        // wasmtime runs what it finds there: the directory must be the
+        // user's own and closed to others (see `cache_dir`).
+        let cache = options
+            .cache_dir
+            .as_deref()
+            .map(compiled::CompiledCache::open)
+            .transpose()?;
+        let compiler = compiled::Compiler::new(&config);
         let engine = wasmtime::Engine::new(&config).context("cannot configure wasmtime")?;
 
         let mut linker = Linker::new(&engine);
@@ -145,6 +155,8 @@ impl Engine {
             linker,
             capabilities,
             guest_output: options.guest_output,
+            cache,
+            compiler,
         })
     }
 
@@ -188,8 +200,23 @@ impl Engine {
         let id = &component.id;
         let path = &component.source;
         let started = Instant::now();
-        let compiled = Component::new(&self.engine, bytes)
-            .with_context(|| format!("component `{id}`: cannot compile {}", path.display()))?;
+        let what = format!("component `{id}` ({})", path.display());
+        let compiled = match &self.cache {
+            Some(cache) => cache
+                .load(&self.engine, &self.compiler, &bytes, &what)
+                .map(|(component, _)| component),
+            None => self
+                .compiler
+                .compile(&bytes, || None::<Component>)
+                .and_then(|serialized| match serialized {
+                    Ok(component) => Ok(component),
+                    // SAFETY: wasmtime made these bytes just now, for an
+                    // engine configured like this one.
+                    Err(serialized) => unsafe { Component::deserialize(&self.engine, &serialized) },
+                }),
+        }
+        .with_context(|| format!("component `{id}`: cannot compile {}", path.display()))?;
+        drop(bytes);
         let compile_time = started.elapsed();
         let exports: Vec<String> = compiled
             .component_type()

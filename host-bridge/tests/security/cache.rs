@@ -61,7 +61,7 @@ fn a_cache_dir_others_can_write_is_refused() {
             && log.contains("--no-cache"),
         "{log}"
     );
-    assert!(!cache.join("compiled").exists(), "it cached there anyway");
+    assert!(!cache.join("code").exists(), "it cached there anyway");
 }
 
 #[test]
