@@ -19,6 +19,8 @@ pub struct Metrics {
     /// Deliveries handled by an instance kept from an earlier delivery
     /// (`instance_reuse`), not a fresh one.
     pub deliveries_on_reused_instances: AtomicU64,
+    /// HTTP requests handled by an instance kept from an earlier request.
+    pub http_requests_on_reused_instances: AtomicU64,
     pub bulk_batches: AtomicU64,
     pub dead_lettered: AtomicU64,
     pub discarded_max_attempts: AtomicU64,
@@ -72,6 +74,12 @@ impl Metrics {
             "counter",
             "Deliveries handled by an instance kept from an earlier delivery (instance_reuse).",
             &[("", &self.deliveries_on_reused_instances)],
+        );
+        metric(
+            "host_bridge_http_requests_on_reused_instances_total",
+            "counter",
+            "HTTP requests handled by an instance kept from an earlier request (instance_reuse).",
+            &[("", &self.http_requests_on_reused_instances)],
         );
         metric(
             "host_bridge_bulk_batches_total",

@@ -259,10 +259,11 @@ pub struct SandboxLimits {
     /// The most instances of the component alive at once; more calls wait.
     /// `None`: only the engine-wide `--max-instances` bounds them.
     pub max_instances: Option<u32>,
-    /// How many deliveries one instance of a subscriber may handle, one
-    /// after another, before it is dropped. 1, the default, gives every
-    /// delivery a fresh instance; more is an opt-in for guests whose authors
-    /// accept that memory left by one delivery is seen by the next.
+    /// How many calls (deliveries to a subscriber, or requests to an HTTP
+    /// component) one instance may handle, one after another, before it is
+    /// dropped. 1, the default, gives every call a fresh instance; more is
+    /// an opt-in for guests whose authors accept that memory left by one
+    /// call is seen by the next.
     pub instance_reuse: u32,
     /// What an error a subscriber returns becomes, in worlds whose handler
     /// answers `result<_, error>` rather than a status.
@@ -281,6 +282,18 @@ pub enum OnError {
     Retry,
     /// Dead-letter it: the component's errors are permanent.
     Drop,
+}
+
+impl SandboxLimits {
+    /// How many idle instances a component that reuses them keeps: its
+    /// `max_instances`, or without it two per core, enough to keep the
+    /// cores busy while some instances wait on host calls.
+    pub fn idle_instances(&self) -> usize {
+        self.max_instances.map_or_else(
+            || std::thread::available_parallelism().map_or(2, |n| n.get()) * 2,
+            |n| n as usize,
+        )
+    }
 }
 
 impl Default for SandboxLimits {
@@ -1124,7 +1137,7 @@ fn validate_component(
                 if let Some(n) = t.instance_reuse {
                     if n == 0 {
                         problems.push(format!(
-                            "{here}.tool.{TOOL_NAME} instance_reuse: must be at least 1 (1 is a fresh instance per delivery)"
+                            "{here}.tool.{TOOL_NAME} instance_reuse: must be at least 1 (1 is a fresh instance per delivery or request)"
                         ));
                     }
                     sandbox.instance_reuse = n;

@@ -120,6 +120,31 @@ fn instance_reuse_of_zero_is_refused_by_name() {
 }
 
 #[test]
+fn instance_reuse_is_taken_for_an_http_component_too() {
+    let text = GOOD.replace(
+        "[component.order-api.build]",
+        "[component.order-api.tool.host-bridge]\ninstance_reuse = 50\nmax_instances = 3\n[component.order-api.build]",
+    );
+    let (_dir, path) = app(&text, true);
+    let m = Manifest::load(&path).unwrap();
+    let api = &m.components["order-api"].sandbox;
+    assert_eq!(api.instance_reuse, 50);
+    assert_eq!(api.idle_instances(), 3, "at most max_instances kept idle");
+    let processor = &m.components["order-processor"].sandbox;
+    let cores = std::thread::available_parallelism().unwrap().get();
+    assert_eq!(
+        processor.idle_instances(),
+        2 * cores,
+        "two per core without max_instances"
+    );
+    let err = load_err(&text.replace("instance_reuse = 50", "instance_reuse = 0"));
+    assert!(
+        err.contains("[component.order-api].tool.host-bridge instance_reuse: must be at least 1"),
+        "{err}"
+    );
+}
+
+#[test]
 fn an_unknown_key_names_the_component_and_the_key() {
     let err = load_err(&GOOD.replace("source = \"api.wasm\"", "source = \"api.wasm\"\nsorce = 1"));
     assert!(err.contains("[component.order-api]"), "{err}");
