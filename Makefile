@@ -24,13 +24,14 @@ test: setup setup-dapr setup-brokers setup-guests setup-wac setup-wasmtime
 soak: setup setup-dapr
 	SOAK_SECONDS=300 SOAK_RATE=200 cargo test -p host-bridge --test soak -- --nocapture
 
-## The benchmarks behind BENCHMARKS.md: criterion micro-benchmarks of the
-## sandbox, then the system harness (host-bridge side by side with a native
-## server, wasmtime serve and daprd). BENCH_ONLY=delivery,http,embedded,languages,dapr,brokers,startup
+## The benchmarks behind BENCHMARKS.md: the harness runs the criterion
+## micro-benchmarks of the sandbox itself (so their figures come from this
+## run), then the system benchmarks (host-bridge side by side with a native
+## server, wasmtime serve and daprd; the load generator pinned to one core,
+## the systems to the others). BENCH_ONLY=sandbox,delivery,http,embedded,languages,dapr,brokers,startup
 ## runs some sections (results then go under target/bench/); BENCH_SECONDS and
-## BENCH_ROUNDS set the length (3 s, 3 rounds).
+## BENCH_ROUNDS set the length (3 s, 5 rounds).
 bench: setup setup-dapr setup-brokers setup-guests setup-bench
-	cargo bench -p host-bridge --bench sandbox
 	WASMTIME=$(WASMTIME) cargo bench -p host-bridge --bench load
 
 ## Every section of the harness, briefly, failing on any error; results go

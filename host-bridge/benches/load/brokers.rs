@@ -27,14 +27,17 @@
 //! the number published; a count that grew by more means redeliveries, and
 //! is reported as errors, which fail a smoke run.
 
-use super::common::brokers::BrokerKind;
-use super::common::dapr::Backing;
-use super::{
-    Config, Flow, LoadResult, Report, Server, Sidecar, Stop, Storage, Tools, Workload,
-    bench_manifest, error_note, get_text, local, median, metric, start_host_bridge, start_native,
+use crate::common::brokers::BrokerKind;
+use crate::common::dapr::Backing;
+use crate::config::Config;
+use crate::generator::{self, LoadResult, Stop, Workload};
+use crate::measure::{Flow, error_note, rotated};
+use crate::report::Report;
+use crate::stats::{errors_note, rates, spread};
+use crate::systems::{
+    Server, Sidecar, Storage, Tools, bench_manifest, local, start_host_bridge, start_native,
     wait_for,
 };
-use serde_json::Value;
 use std::fmt::Write as _;
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
@@ -106,7 +109,7 @@ const FAILED: &str = "not measured";
 /// Every broker in turn; a broker that fails (it does not start, daprd
 /// cannot use it, a run times out) is reported as an error of the run,
 /// which fails a smoke run, and the next broker is measured.
-pub(super) fn run(
+pub(crate) fn run(
     config: &Config,
     tools: &Tools,
     runtime: &tokio::runtime::Runtime,
@@ -172,7 +175,7 @@ fn measure_broker(
 ) -> Vec<Flow> {
     let name = kind.name();
     eprintln!("bench: [brokers] {name}: starting the broker and a Redis for state");
-    let backing = Backing::for_broker(kind);
+    let backing = tools.cores.on_servers(|| Backing::for_broker(kind));
     eprintln!(
         "bench: [brokers] {name}: starting host-bridge and the native baseline, each behind its own daprd"
     );
@@ -195,12 +198,7 @@ fn measure_broker(
     for round in 0..config.rounds {
         // Alternate which goes first, so neither always runs on a broker
         // that has just been loaded.
-        let order: Vec<&Stack> = if round % 2 == 0 {
-            stacks.iter().collect()
-        } else {
-            stacks.iter().rev().collect()
-        };
-        for stack in order {
+        for stack in rotated(&stacks, round) {
             let (published, elapsed) = stack.flow(runtime, config.messages, timeout, kind);
             eprintln!(
                 "bench: [brokers] {name} round {} {:<16} {} messages processed in {:.2?}: {:.0} msg/s{}",
@@ -235,7 +233,7 @@ impl Stack {
     /// answers, as under `dapr run`), then the app with daprd's ports, in
     /// Dapr mode; ready once daprd has subscribed it.
     fn start(tools: &Tools, backing: &Backing, system: System) -> Stack {
-        let sidecar = Sidecar::start(system.app_id(), &backing.resources);
+        let sidecar = Sidecar::start(&tools.cores, system.app_id(), &backing.resources);
         let at = sidecar.placement();
         let app = match system {
             System::HostBridge => {
@@ -261,16 +259,9 @@ impl Stack {
 
     /// How many orders the app has processed.
     fn processed(&self) -> u64 {
-        match self.system {
-            System::HostBridge => metric(
-                &self.app,
-                "host_bridge_deliveries_total{outcome=\"success\"}",
-            ),
-            System::Native => serde_json::from_str::<Value>(&get_text(&self.app.url("/stats")))
-                .ok()
-                .and_then(|v| v["processed"].as_u64())
-                .unwrap_or(0),
-        }
+        self.app
+            .processed()
+            .expect("host-bridge and the native baseline count what they processed")
     }
 
     /// Publishes `messages` through this stack's daprd and waits until the
@@ -287,9 +278,9 @@ impl Stack {
         let before = self.processed();
         let started = Instant::now();
         let sidecar = local(self.sidecar.daprd.http_port);
-        let mut published = super::run(
+        let mut published = generator::run(
             runtime,
-            super::load(
+            generator::load(
                 sidecar,
                 Workload::Publish(self.system.topic()),
                 PUBLISHERS,
@@ -325,12 +316,8 @@ impl Stack {
 
 /// The section's table, for the report: per broker, each system's
 /// messages/s and host-bridge's over the native baseline's in the same round.
-pub(super) fn table(report: &Report, out: &mut String) {
-    let flows: Vec<&Flow> = report
-        .flows
-        .iter()
-        .filter(|f| f.section == SECTION)
-        .collect();
+pub(crate) fn table(report: &Report, out: &mut String) {
+    let flows: Vec<&Flow> = report.flows_of(SECTION);
     if flows.is_empty() {
         return;
     }
@@ -342,7 +329,8 @@ pub(super) fn table(report: &Report, out: &mut String) {
          instance as `scripts/broker.sh` runs it, with its persistence on (Redis: an append-only file synced on every \
          write), and a private Redis as the state store. host-bridge (the orders app of spin.toml, in Dapr mode) and the \
          native baseline each run behind their own daprd, with identical flags and that broker's `components/` folder, \
-         under their own app id and subscribed to their own topic (`orders-host-bridge`, `orders`), both up throughout. \
+         under their own app id and subscribed to their own topic (`orders-host-bridge`, `orders`), both up throughout; \
+         the apps, their daprds and the brokers run on the systems' core, the load generator on its own (see Pinning above). \
          Each run publishes {messages} orders through the system's daprd publish API over {PUBLISHERS} keep-alive \
          connections and ends when the app has processed the last; the two systems run one after another, alternating \
          which goes first, after a warm-up each. Median over {rounds} round(s), min–max in brackets; the ratio is taken \
@@ -371,11 +359,7 @@ pub(super) fn table(report: &Report, out: &mut String) {
         if ours.is_empty() && theirs.is_empty() {
             continue;
         }
-        let rates = |runs: &[&Flow]| {
-            spread(runs.iter().map(|f| f.rate()).collect(), |r| {
-                format!("{r:.0}")
-            })
-        };
+        let rates_of = |runs: &[&Flow]| rates(runs.iter().map(|f| f.rate()).collect());
         let ratios: Vec<f64> = ours
             .iter()
             .filter_map(|o| {
@@ -388,31 +372,11 @@ pub(super) fn table(report: &Report, out: &mut String) {
             out,
             "| {}{} | {} | {} | {} | {} |",
             title(kind),
-            if errors > 0 {
-                format!(" ({errors} errors)")
-            } else {
-                String::new()
-            },
+            errors_note(errors),
             ours.first().or(theirs.first()).map_or(0, |f| f.messages),
-            rates(&ours),
-            rates(&theirs),
+            rates_of(&ours),
+            rates_of(&theirs),
             spread(ratios, |r| format!("{:.0}%", r * 100.0)),
         );
-    }
-}
-
-/// The median of `values`, and their min–max if there are several.
-fn spread(values: Vec<f64>, show: impl Fn(f64) -> String) -> String {
-    if values.is_empty() {
-        return String::new();
-    }
-    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let several = values.len() > 1;
-    let middle = show(median(values));
-    if several {
-        format!("{middle} ({}–{})", show(min), show(max))
-    } else {
-        middle
     }
 }
