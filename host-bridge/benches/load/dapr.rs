@@ -13,9 +13,9 @@ use crate::common;
 use crate::common::dapr::Backing;
 use crate::config::Config;
 use crate::generator::{self, Stop, Workload};
-use crate::measure::{Flow, error_note, rotated};
+use crate::measure::{Flow, error_note, publish_percentiles, rotated};
 use crate::report::Report;
-use crate::stats::{errors_note, median, micros, percentiles, rates, spread};
+use crate::stats::{errors_note, median, micros, rates, spread};
 use crate::systems::{
     Sidecar, Storage, Tools, bench_manifest, local, start_host_bridge, start_native, wait_for,
 };
@@ -181,11 +181,7 @@ pub(crate) fn table(report: &Report, out: &mut String) {
         if runs.is_empty() {
             continue;
         }
-        let all: Vec<u32> = runs
-            .iter()
-            .flat_map(|f| f.publish_latencies.iter().copied())
-            .collect();
-        let (p50, p99) = percentiles(&all);
+        let (p50, p99) = publish_percentiles(runs.iter().map(|f| **f));
         let baseline = if system.starts_with("host-bridge") {
             let native = system.replace("host-bridge", "native baseline");
             spread(ratios(report, system, &native), |r| {

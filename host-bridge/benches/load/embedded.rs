@@ -4,7 +4,7 @@
 //! connections and ends when the order processor has processed the last.
 
 use crate::config::Config;
-use crate::measure::{Flow, error_note, publish_and_process, rotated};
+use crate::measure::{Flow, error_note, publish_and_process, publish_percentiles, rotated};
 use crate::report::Report;
 use crate::stats::{errors_note, median, micros, percentiles, rates, spread};
 use crate::systems::{Tools, host_bridges};
@@ -85,11 +85,7 @@ pub(crate) fn table(report: &Report, out: &mut String) {
         if runs.is_empty() {
             continue;
         }
-        let all: Vec<u32> = runs
-            .iter()
-            .flat_map(|f| f.publish_latencies.iter().copied())
-            .collect();
-        let (p50, p99) = percentiles(&all);
+        let (p50, p99) = publish_percentiles(runs.iter().copied());
         let cpu = median(
             runs.iter()
                 .map(|f| f.cpu.unwrap_or_default().as_secs_f64() * 1e6 / f.messages.max(1) as f64)

@@ -264,3 +264,11 @@ impl Flow {
         self.messages as f64 / self.elapsed.as_secs_f64()
     }
 }
+
+/// The p50 and p99 of the publish latencies of every run in `runs`.
+pub(crate) fn publish_percentiles<'a>(runs: impl Iterator<Item = &'a Flow>) -> (u32, u32) {
+    let all: Vec<u32> = runs
+        .flat_map(|f| f.publish_latencies.iter().copied())
+        .collect();
+    crate::stats::percentiles(&all)
+}

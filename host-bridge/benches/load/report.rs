@@ -187,7 +187,7 @@ impl Report {
             .filter(|p| p.errors > 0)
             .map(|p| {
                 let expected =
-                    crate::languages::errors_expected(&p.system, p.first_error.as_deref());
+                    crate::languages::errors_expected(p.system, p.first_error.as_deref());
                 let line = format!(
                     "{} {} c={} round {}: {} errors ({})",
                     p.path,
