@@ -8,7 +8,7 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 
 LISTEN ?= 127.0.0.1:3000
 
-.PHONY: up test soak fuzz bench bench-smoke compose setup setup-dapr setup-bench setup-wasmtime setup-wac setup-guests guests setup-brokers
+.PHONY: up test soak fuzz bench bench-smoke compose setup setup-dapr setup-bench setup-wasmtime setup-wac setup-guests guests setup-brokers setup-browser setup-jaeger
 
 ## Set up, build the guests and the host, and run the orders app.
 up: setup
@@ -17,7 +17,7 @@ up: setup
 
 ## Set up and run all the tests (unit, end-to-end embedded, end-to-end under
 ## real Dapr on Redis, Kafka, RabbitMQ, NATS JetStream and MQTT).
-test: setup setup-dapr setup-brokers setup-guests setup-wac setup-wasmtime
+test: setup setup-dapr setup-brokers setup-guests setup-wac setup-wasmtime setup-browser setup-jaeger
 	WAC=$(WAC) WASMTIME=$(WASMTIME) cargo test -p host-bridge -p orders
 
 ## The five-minute soak through daprd and Redis (make test runs 30 s of it).
@@ -31,13 +31,13 @@ soak: setup setup-dapr
 ## the systems to the others). BENCH_ONLY=sandbox,delivery,http,embedded,languages,dapr,brokers,startup
 ## runs some sections (results then go under target/bench/); BENCH_SECONDS and
 ## BENCH_ROUNDS set the length (3 s, 5 rounds).
-bench: setup setup-dapr setup-brokers setup-guests setup-bench
+bench: setup setup-dapr setup-brokers setup-guests setup-bench setup-jaeger
 	WASMTIME=$(WASMTIME) cargo bench -p host-bridge --bench load
 
 ## Every section of the harness, briefly, failing on any error; results go
 ## to target/bench/ and BENCHMARKS.md is left alone. CI runs it after
 ## `make test`, which installs wasmtime-cli, so it compares with wasmtime serve too.
-bench-smoke: setup setup-dapr setup-brokers setup-guests
+bench-smoke: setup setup-dapr setup-brokers setup-guests setup-jaeger
 	BENCH_SMOKE=1 WASMTIME=$(WASMTIME) cargo bench -p host-bridge --bench load
 
 ## wasmtime-cli, the reference wasi:http runtime, at the wasmtime version
@@ -125,6 +125,27 @@ setup-guests:
 		|| { echo "installing componentize-js into $(JS_GUEST)/node_modules (package-lock.json)"; \
 		     (cd $(JS_GUEST) && npm ci --no-audit --no-fund) \
 		     && sha256sum $(JS_GUEST)/package-lock.json > $(JS_GUEST)/node_modules/installed-from; }
+
+## Install what the admin page's browser test needs: Debian's chromium
+## (/usr/bin/chromium, if missing) and Playwright for Python, pinned, in
+## host-bridge/tests/browser/.venv (from requirements.txt). Playwright never
+## downloads a browser of its own: the test launches /usr/bin/chromium.
+BROWSER_TEST := host-bridge/tests/browser
+setup-browser:
+	@test -x /usr/bin/chromium \
+		|| { echo "installing Debian's chromium"; \
+		     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@sha256sum $(BROWSER_TEST)/requirements.txt | cmp -s - $(BROWSER_TEST)/.venv/installed-from \
+		|| { echo "installing playwright into $(BROWSER_TEST)/.venv (requirements.txt)"; \
+		     python3 -m venv $(BROWSER_TEST)/.venv \
+		     && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(BROWSER_TEST)/.venv/bin/pip install --quiet -r $(BROWSER_TEST)/requirements.txt \
+		     && sha256sum $(BROWSER_TEST)/requirements.txt > $(BROWSER_TEST)/.venv/installed-from; }
+
+## Jaeger v2, the trace backend the trace tests and the harness's `tracing`
+## section export to, built once from Go modules (tests/jaeger pins it) into
+## ~/.cache/host-bridge/tools. Needs Go, which setup-dapr installs.
+setup-jaeger: setup-dapr
+	bash scripts/install-jaeger.sh
 
 ## Install what the Dapr tests need: daprd 1.18.3 and the Dapr CLI built from
 ## Go modules, ~/.dapr, Debian's redis-server and docker-registry, and the Dapr Python SDK.

@@ -76,6 +76,8 @@ mod languages;
 mod micro;
 #[path = "load/startup.rs"]
 mod startup;
+#[path = "load/tracing.rs"]
+mod tracing;
 
 use config::Config;
 use report::Report;
@@ -113,13 +115,16 @@ fn main() {
         .expect("a tokio runtime for the load generator");
     let mut report = Report::new(&config, &tools);
 
-    let sections: [(&str, &Section); 8] = [
+    let sections: [(&str, &Section); 9] = [
         ("sandbox", &|report| micro::run(&config, &tools, report)),
         ("delivery", &|report| {
             delivery::run(&config, &tools, &runtime, report)
         }),
         ("http", &|report| {
             http::run(&config, &tools, &runtime, report)
+        }),
+        ("tracing", &|report| {
+            tracing::run(&config, &tools, &runtime, report)
         }),
         ("embedded", &|report| {
             embedded::run(&config, &tools, &runtime, report)
@@ -146,10 +151,11 @@ fn main() {
 }
 
 /// The sections, in the order they run; `BENCH_ONLY` names some.
-const SECTIONS: [&str; 8] = [
+const SECTIONS: [&str; 9] = [
     "sandbox",
     "delivery",
     "http",
+    "tracing",
     "embedded",
     "languages",
     "dapr",
@@ -162,6 +168,7 @@ fn judge(report: &mut Report) {
     micro::targets(report);
     delivery::targets(report);
     http::targets(report);
+    tracing::targets(report);
     embedded::targets(report);
     languages::targets(report);
     dapr::targets(report);
@@ -173,6 +180,7 @@ fn tables(report: &Report, out: &mut String) {
     micro::table(report, out);
     delivery::table(report, out);
     http::table(report, out);
+    tracing::table(report, out);
     embedded::table(report, out);
     languages::table(report, out);
     dapr::table(report, out);

@@ -11,6 +11,12 @@
 //! - `delivery/store`: only the fresh store with its WASI context.
 //! - `http/order-api POST /orders`: one request through the HTTP trigger,
 //!   the order published into the in-memory embedded broker.
+//! - `tracing/off: a delivery's spans`: the span calls one delivery makes
+//!   when nothing records spans (tracing off, the default), to set against
+//!   `delivery/order-processor`, which includes them.
+//! - `tracing/order-processor, spans recorded`: `delivery/order-processor`
+//!   with an OpenTelemetry layer building every span (not exporting them;
+//!   the harness's `tracing` section measures export end to end).
 //!
 //! Run with `make bench` (all of the harness) or
 //! `cargo bench -p host-bridge --bench sandbox`.
@@ -170,6 +176,51 @@ fn benches(c: &mut Criterion) {
             let event = order_event(n);
             let pubsub = &f.pubsub;
             async move { assert_eq!(pubsub.deliver(0, event).await, Status::Success) }
+        })
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("tracing");
+    group.bench_function("off: a delivery's spans", |b| {
+        let given = host_bridge::telemetry::TraceContext {
+            traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+            tracestate: None,
+        };
+        b.iter(|| {
+            use host_bridge::telemetry::*;
+            let given = std::hint::black_box(&given);
+            let delivery = delivery_span(
+                "host-bridge",
+                "pubsub",
+                "orders",
+                "id",
+                "order-processor",
+                "sha256:0",
+                Some(given),
+            );
+            let handle = handle_span("order-processor", "sha256:0");
+            let passed = pass_on(&handle, Some(given.clone()));
+            let instantiate = instantiate_span("order-processor");
+            delivery.record("host_bridge.answer", "SUCCESS");
+            (delivery, handle, instantiate, passed)
+        })
+    });
+    // As `up` records them with an exporter set, less the export.
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+    let recording = {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        tracing::Dispatch::new(
+            tracing_subscriber::registry().with(host_bridge::telemetry::span_layer(&provider)),
+        )
+    };
+    group.bench_function("order-processor, spans recorded", |b| {
+        use tracing::instrument::WithSubscriber as _;
+        b.to_async(&runtime).iter(|| {
+            n += 1;
+            let event = order_event(n);
+            let pubsub = &f.pubsub;
+            async move { assert_eq!(pubsub.deliver(0, event).await, Status::Success) }
+                .with_subscriber(recording.clone())
         })
     });
     group.finish();

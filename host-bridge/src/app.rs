@@ -17,13 +17,16 @@
 //! On Ctrl-C or SIGTERM the listener stops accepting, and deliveries in
 //! flight get `shutdown_grace` to finish before the process exits.
 
+use crate::admin::{AdminApi, Observed};
 use crate::broker::dapr::{DaprSidecar, SidecarConfig};
+use crate::broker::dapr_dead_letters::Answered;
+use crate::broker::dead_letters::DeadLetters;
 use crate::broker::embedded::{DurableStateStore, EmbeddedBroker, MemoryStateStore};
 use crate::broker::journal::Journal;
 use crate::broker::sidecar_api::SidecarApi;
-use crate::broker::{Broker, Capabilities, Metrics, StateStore};
+use crate::broker::{Broker, Capabilities, DeliveryTarget, Metrics, StateStore};
 use crate::deploy::kept::Kept;
-use crate::deploy::{AdminApi, AdminOptions, Deployer};
+use crate::deploy::{AdminOptions, Deployer};
 use crate::engine::{Engine, EngineOptions, LoadedComponent};
 use crate::manifest::Manifest;
 use crate::server::{self, Router};
@@ -178,9 +181,11 @@ pub async fn up(mut options: UpOptions, shutdown: impl Future<Output = ()>) -> a
         &options.limits,
     );
     let server = Served::spawn(listener, router.clone(), &options);
-    eprintln!("host-bridge: listening on http://{address} (starting)");
+    crate::say!("listening on http://{address} (starting)");
     // The embedded broker's sidecar API, on a listener of its own.
     let mut sidecar = None;
+    // The embedded broker's dead-letter list (none under Dapr).
+    let mut embedded_dead_letters = None;
 
     let (broker, state_store): (Arc<dyn Broker>, Arc<dyn StateStore>) = if options.broker.use_dapr()
     {
@@ -194,8 +199,8 @@ pub async fn up(mut options: UpOptions, shutdown: impl Future<Output = ()>) -> a
         let journal = match options.embedded_data.dir(&manifest.application.name)? {
             Some(dir) => {
                 let journal = Arc::new(Journal::open(&dir)?);
-                eprintln!(
-                    "host-bridge: the embedded broker keeps messages and state in {}",
+                crate::say!(
+                    "the embedded broker keeps messages and state in {}",
                     journal.path().display()
                 );
                 Some(journal)
@@ -206,12 +211,14 @@ pub async fn up(mut options: UpOptions, shutdown: impl Future<Output = ()>) -> a
             Some(journal) => Arc::new(DurableStateStore::new(journal.clone())),
             None => Arc::new(MemoryStateStore::default()),
         };
-        let broker: Arc<dyn Broker> = Arc::new(EmbeddedBroker::new(
+        let embedded = Arc::new(EmbeddedBroker::new(
             &manifest.application.name,
             manifest.application.delivery,
             metrics.clone(),
             journal,
         ));
+        embedded_dead_letters = Some(embedded.dead_letters());
+        let broker: Arc<dyn Broker> = embedded;
         let listen = options.sidecar_listen;
         let listener = TcpListener::bind(listen).await.with_context(|| {
             format!(
@@ -261,18 +268,39 @@ pub async fn up(mut options: UpOptions, shutdown: impl Future<Output = ()>) -> a
         .ok()
         .flatten()
         .map(|dir| Kept::new(dir.join("deployed")));
+    // Where the admin page's dead letters come from: the embedded broker
+    // keeps them; under Dapr, with an admin page to show them, the trigger
+    // is wrapped to remember what it answered DROP or RETRY (without one,
+    // nothing would read it, so no delivery pays for it).
+    let (target, dead_letters): (Arc<dyn DeliveryTarget>, Option<Arc<dyn DeadLetters>>) =
+        match embedded_dead_letters {
+            Some(dead_letters) => (pubsub.clone(), Some(dead_letters)),
+            None if options.admin.is_some() => {
+                let answered = Answered::new(pubsub.clone(), pubsub.subscriptions());
+                (answered.clone(), Some(answered))
+            }
+            None => (pubsub.clone(), None),
+        };
     let deployer = Arc::new(Deployer::new(
         engine.clone(),
         manifest.clone(),
         http.clone(),
         pubsub.clone(),
         kept,
+        &components,
     ));
     // Before anything is served: what was deployed runs again.
     deployer.apply_kept().await;
-    let admin = match &options.admin {
-        Some(admin) => {
-            let api = Arc::new(AdminApi::new(deployer.clone(), admin)?);
+    let admin = match (&options.admin, dead_letters) {
+        (Some(admin), Some(dead_letters)) => {
+            let observed = Observed {
+                broker: broker.name(),
+                manifest: manifest.clone(),
+                routes: http.describe(),
+                stats: pubsub.stats(),
+                dead_letters,
+            };
+            let api = Arc::new(AdminApi::new(deployer.clone(), admin, observed)?);
             let listen = admin.listen;
             let listener = TcpListener::bind(listen)
                 .await
@@ -280,25 +308,30 @@ pub async fn up(mut options: UpOptions, shutdown: impl Future<Output = ()>) -> a
             let limits = AdminApi::limits(&options.limits);
             let admin_router =
                 Router::new(metrics.clone(), None, admin.max_component_size, &limits);
-            admin_router.set_ready(vec![api]);
-            eprintln!(
-                "host-bridge: admin API on {}://{listen}/admin/components/NAME (PUT, token required; {})",
+            admin_router.set_ready(vec![api.clone()]);
+            crate::say!(
+                "admin API on {}://{listen}/admin/components/NAME (PUT, token required; {})",
                 admin.scheme(),
                 deployer.keeps()
             );
-            Some(match admin_tls {
+            crate::say!(
+                "admin page on {}://{listen}/ (asks for the token)",
+                admin.scheme()
+            );
+            let served = match admin_tls {
                 Some(tls) => Served::spawn_with(listener, admin_router, &options, move |socket| {
                     tls.accept(socket)
                 }),
                 None => Served::spawn(listener, admin_router, &options),
-            })
+            };
+            Some((api, served))
         }
-        None => None,
+        _ => None,
     };
     let watcher = options
         .watch
         .then(|| tokio::spawn(crate::deploy::watch(deployer.clone())));
-    let mut endpoints = broker.clone().start(pubsub.subscriptions(), pubsub.clone());
+    let mut endpoints = broker.clone().start(pubsub.subscriptions(), target);
     endpoints.push(http.clone());
     router.set_ready(endpoints);
     print_summary(
@@ -310,15 +343,18 @@ pub async fn up(mut options: UpOptions, shutdown: impl Future<Output = ()>) -> a
     );
 
     shutdown.await;
-    eprintln!(
-        "host-bridge: shutting down; waiting up to {:?} for deliveries in flight",
+    crate::say!(
+        "shutting down; waiting up to {:?} for deliveries in flight",
         options.shutdown_grace
     );
     if let Some(watcher) = watcher {
         watcher.abort();
     }
-    if let Some(admin) = admin {
-        admin.stop().await;
+    if let Some((api, served)) = admin {
+        // Live streams never end by themselves; the listener's graceful
+        // shutdown would wait for them.
+        api.close_streams();
+        served.stop().await;
     }
     // HTTP requests in flight are answered first (a publish they make
     // still reaches the broker), then the broker drains its deliveries.
@@ -331,15 +367,15 @@ pub async fn up(mut options: UpOptions, shutdown: impl Future<Output = ()>) -> a
     };
     let (open, _) = tokio::join!(server.stop(), sidecar);
     if open > 0 {
-        eprintln!(
-            "host-bridge: {open} connections to the app's port were still open after {:?}",
+        crate::say!(
+            "{open} connections to the app's port were still open after {:?}",
             options.shutdown_grace
         );
     }
     let left = broker.shutdown(options.shutdown_grace).await;
     if left > 0 {
-        eprintln!(
-            "host-bridge: {left} deliveries were still in flight at exit: daprd redelivers them, and so does the embedded broker after a restart, unless it runs --in-memory"
+        crate::say!(
+            "{left} deliveries were still in flight at exit: daprd redelivers them, and so does the embedded broker after a restart, unless it runs --in-memory"
         );
     }
     Ok(())
@@ -393,7 +429,7 @@ async fn compile(
         .collect();
     for id in manifest.components.keys() {
         if !used.contains(id.as_str()) {
-            eprintln!("host-bridge: component `{id}` is not used by any trigger; not loaded");
+            crate::say!("component `{id}` is not used by any trigger; not loaded");
         }
     }
     // Components load from the cache at once, each on a blocking thread;
@@ -410,8 +446,8 @@ async fn compile(
                 .map(|m| m.len())
                 .unwrap_or(0),
         };
-        eprintln!(
-            "host-bridge: [{}/{}] compiling `{id}` ({} KiB)",
+        crate::say!(
+            "[{}/{}] compiling `{id}` ({} KiB)",
             n + 1,
             used.len(),
             size / 1024
@@ -425,16 +461,16 @@ async fn compile(
     let mut loaded = HashMap::new();
     for (n, (id, job)) in used.iter().zip(jobs).enumerate() {
         let component = job.await??;
-        eprintln!(
-            "host-bridge: [{}/{}] `{id}` ready in {:.2?}",
+        crate::say!(
+            "[{}/{}] `{id}` ready in {:.2?}",
             n + 1,
             used.len(),
             component.compile_time
         );
         loaded.insert((*id).to_owned(), component);
     }
-    eprintln!(
-        "host-bridge: {} component(s) compiled in {:.2?}",
+    crate::say!(
+        "{} component(s) compiled in {:.2?}",
         loaded.len(),
         started.elapsed()
     );
@@ -449,7 +485,7 @@ fn print_summary(
     http: &HttpTrigger,
 ) {
     let app = &manifest.application;
-    println!(
+    crate::say!(out:
         "host-bridge: app `{}`{} is ready on http://{address}",
         app.name,
         app.version
@@ -457,15 +493,15 @@ fn print_summary(
             .map(|v| format!(" {v}"))
             .unwrap_or_default()
     );
-    println!("  broker: {}", broker.name());
-    println!("  HTTP routes:");
+    crate::say!(out: "  broker: {}", broker.name());
+    crate::say!(out: "  HTTP routes:");
     for (route, component) in http.describe() {
-        println!("    {route:<24} -> {component}");
+        crate::say!(out: "    {route:<24} -> {component}");
     }
     if manifest.pubsub_triggers.is_empty() {
-        println!("  subscriptions: none");
+        crate::say!(out: "  subscriptions: none");
     } else {
-        println!("  subscriptions:");
+        crate::say!(out: "  subscriptions:");
     }
     let dapr = broker.name() == "dapr";
     for t in &manifest.pubsub_triggers {
@@ -480,18 +516,18 @@ fn print_summary(
         } else {
             String::new()
         };
-        println!(
+        crate::say!(out:
             "    {}/{:<18} -> {}{route}{dead_letter}",
             t.pubsubname, t.topic, t.component
         );
     }
     if dapr {
-        println!("  host endpoints: /healthz /metrics /dapr/subscribe");
+        crate::say!(out: "  host endpoints: /healthz /metrics /dapr/subscribe");
     } else {
-        println!("  host endpoints: /healthz /metrics");
+        crate::say!(out: "  host endpoints: /healthz /metrics");
     }
     if let Some(sidecar) = sidecar {
-        println!(
+        crate::say!(out:
             "  sidecar API: http://{sidecar} (/v1.0/publish/{{pubsubname}}/{{topic}}, \
              /v1.0-alpha1/publish/bulk/{{pubsubname}}/{{topic}}, /v1.0/state/{{store}}[/{{key}}])"
         );

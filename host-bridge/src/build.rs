@@ -37,10 +37,10 @@ pub fn run(manifest: &Manifest, only: &[String]) -> anyhow::Result<()> {
     for (n, component) in chosen.into_iter().enumerate() {
         let id = &component.id;
         let Some(build) = &component.build else {
-            eprintln!("[{}/{total}] `{id}` has no build command; skipped", n + 1);
+            crate::say!(plain: "[{}/{total}] `{id}` has no build command; skipped", n + 1);
             continue;
         };
-        eprintln!("[{}/{total}] building `{id}`: {}", n + 1, build.command);
+        crate::say!(plain: "[{}/{total}] building `{id}`: {}", n + 1, build.command);
         let started = Instant::now();
         let status = Command::new("sh")
             .arg("-c")
@@ -67,7 +67,7 @@ pub fn run(manifest: &Manifest, only: &[String]) -> anyhow::Result<()> {
                 manifest.path.display()
             );
         }
-        eprintln!(
+        crate::say!(plain:
             "[{}/{total}] built `{id}` in {:.1?}",
             n + 1,
             started.elapsed()

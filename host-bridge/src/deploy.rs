@@ -1,6 +1,6 @@
 //! Live deploys: a new version of one component, swapped into the running
-//! host with no restart, from the admin API ([`AdminApi`]) or from
-//! `up --watch`.
+//! host with no restart, from the admin API ([`crate::admin::AdminApi`])
+//! or from `up --watch`.
 //!
 //! A deploy is all or nothing:
 //!
@@ -32,23 +32,24 @@
 pub mod kept;
 pub mod tls;
 
-use crate::engine::{Engine, core_module};
+use crate::engine::{Engine, LoadedComponent, core_module};
 use crate::manifest::Manifest;
 use crate::registry::digest;
-use crate::server::{self, Endpoint, Request, Response};
+use crate::server::{self, Response};
 use crate::triggers::http::HttpTrigger;
 use crate::triggers::pubsub::PubsubTrigger;
 use anyhow::Context as _;
-use async_trait::async_trait;
-use http::{Method, StatusCode};
+use http::StatusCode;
 use kept::{Kept, Record};
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tls::{TlsAcceptor, TlsError, TlsFiles};
 
 /// Refuses an empty token, or one shorter than [`MIN_TOKEN_BYTES`].
-fn check_token(token: &str) -> Result<(), AdminError> {
+pub fn check_token(token: &str) -> Result<(), AdminError> {
     match token.len() {
         0 => Err(AdminError::NoToken),
         n if n < MIN_TOKEN_BYTES => Err(AdminError::ShortToken(n)),
@@ -133,6 +134,40 @@ pub struct Deployer {
     /// One deploy at a time, so two deploys of one component cannot
     /// interleave their checks and swaps.
     lock: tokio::sync::Mutex<()>,
+    /// What runs as each component, for the admin page.
+    versions: std::sync::RwLock<BTreeMap<String, Version>>,
+    /// Bumped on every swap, so a live view knows to read the versions again.
+    generation: AtomicU64,
+}
+
+/// What runs as a component: the worlds it was matched as, and its digest.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Version {
+    pub worlds: Vec<String>,
+    pub digest: String,
+    /// When it was deployed (RFC 3339), or `None` for the version `up`
+    /// started with.
+    pub deployed_at: Option<String>,
+}
+
+impl Version {
+    fn of(loaded: &LoadedComponent, deployed_at: Option<String>) -> Version {
+        let exports = &loaded.exports;
+        let subscriber = crate::triggers::subscriber::WORLDS
+            .iter()
+            .find(|w| exports.iter().any(|e| e.starts_with(w.export)))
+            .map(|w| w.name.to_owned());
+        let http = exports
+            .iter()
+            .filter(|e| e.starts_with("wasi:http/"))
+            .map(|e| format!("wasi:http ({e})"));
+        Version {
+            worlds: subscriber.into_iter().chain(http).collect(),
+            digest: loaded.digest.to_string(),
+            deployed_at,
+        }
+    }
 }
 
 /// What a deploy did.
@@ -169,13 +204,19 @@ enum Keep {
 }
 
 impl Deployer {
+    /// `components` are the versions `up` started with.
     pub fn new(
         engine: Arc<Engine>,
         manifest: Manifest,
         http: Arc<HttpTrigger>,
         pubsub: Arc<PubsubTrigger>,
         kept: Option<Kept>,
+        components: &HashMap<String, LoadedComponent>,
     ) -> Deployer {
+        let versions = components
+            .iter()
+            .map(|(id, loaded)| (id.clone(), Version::of(loaded, None)))
+            .collect();
         Deployer {
             engine,
             manifest,
@@ -183,7 +224,27 @@ impl Deployer {
             pubsub,
             kept,
             lock: tokio::sync::Mutex::new(()),
+            versions: std::sync::RwLock::new(versions),
+            generation: AtomicU64::new(0),
         }
+    }
+
+    /// What runs as each component now.
+    pub fn versions(&self) -> BTreeMap<String, Version> {
+        self.versions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// A number that changes on every swap.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    /// Where deploys are kept, if anywhere.
+    pub fn kept_dir(&self) -> Option<std::path::PathBuf> {
+        self.kept.as_ref().map(|k| k.dir().to_path_buf())
     }
 
     /// How many routes and subscriptions component `id` serves; an error
@@ -223,10 +284,16 @@ impl Deployer {
         self.swap(id, bytes, Keep::Yes).await
     }
 
+    #[tracing::instrument(name = "deploy", skip_all, fields(
+        otel.name = %format_args!("deploy {id}"),
+        host_bridge.component = %id,
+        host_bridge.component.digest = tracing::field::Empty,
+    ))]
     async fn swap(&self, id: &str, bytes: Vec<u8>, keep: Keep) -> Result<Deployed, DeployError> {
         let (routes, subscriptions) = self.roles(id)?;
         let _one_at_a_time = self.lock.lock().await;
         let new_digest = digest(&bytes);
+        tracing::Span::current().record("host_bridge.component.digest", new_digest.as_str());
         let started = Instant::now();
         let engine = self.engine.clone();
         let component = self.manifest.components[id].clone();
@@ -265,10 +332,23 @@ impl Deployer {
             .pubsub
             .replace(id, &loaded)
             .map_err(DeployError::Invalid)?;
+        let version = Version {
+            // The digest of the bytes deployed, as the answer names them.
+            digest: new_digest.clone(),
+            ..Version::of(
+                &loaded,
+                Some(humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()),
+            )
+        };
         let routes = self
             .http
             .replace(id, &mut loaded)
             .map_err(DeployError::Invalid)?;
+        self.versions
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_owned(), version);
+        self.generation.fetch_add(1, Ordering::Relaxed);
         let deployed = Deployed {
             component: id.to_owned(),
             digest: new_digest,
@@ -276,9 +356,10 @@ impl Deployer {
             routes,
             subscriptions,
         };
-        eprintln!(
-            "host-bridge: deployed `{id}` {} (compiled in {:.1?}; {routes} route(s), {subscriptions} subscription(s))",
-            deployed.digest, deployed.compile_time
+        crate::say!(
+            "deployed `{id}` {} (compiled in {:.1?}; {routes} route(s), {subscriptions} subscription(s))",
+            deployed.digest,
+            deployed.compile_time
         );
         Ok(deployed)
     }
@@ -333,7 +414,18 @@ impl Deployer {
         for (id, record) in kept.records() {
             let applied = match &record {
                 Ok(record) => match self.apply(kept, record).await {
-                    Ok(deployed) => Ok((record, deployed)),
+                    Ok(deployed) => {
+                        // It was deployed then, not now.
+                        if let Some(version) = self
+                            .versions
+                            .write()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .get_mut(&id)
+                        {
+                            version.deployed_at = Some(record.deployed_at.clone());
+                        }
+                        Ok((record, deployed))
+                    }
                     Err(why) => Err(format!(
                         "the version deployed at {} ({}) {why}",
                         record.deployed_at, record.digest
@@ -342,19 +434,19 @@ impl Deployer {
                 Err(e) => Err(format!("its record is unreadable: {e}")),
             };
             match applied {
-                Ok((record, deployed)) => eprintln!(
-                    "host-bridge: `{id}` runs the version deployed at {} ({}), kept in {}, instead of the manifest's source ({})",
+                Ok((record, deployed)) => crate::say!(
+                    "`{id}` runs the version deployed at {} ({}), kept in {}, instead of the manifest's source ({})",
                     record.deployed_at,
                     deployed.digest,
                     kept.dir().display(),
                     record.replaces
                 ),
                 Err(why) => {
-                    eprintln!(
-                        "host-bridge: `{id}`: dropped a deployed version: {why}; the manifest's version runs"
+                    crate::say!(
+                        "`{id}`: dropped a deployed version: {why}; the manifest's version runs"
                     );
                     if let Err(e) = kept.forget(&id) {
-                        eprintln!("host-bridge: `{id}`: {e}");
+                        crate::say!("`{id}`: {e}");
                     }
                 }
             }
@@ -393,140 +485,9 @@ impl Deployer {
     }
 }
 
-/// The admin API: `PUT /admin/components/{name}` with the new `.wasm` as
-/// the body and `Authorization: Bearer {token}`. It is served on its own
-/// listener (`up --admin`, loopback by default), never on the app's.
-pub struct AdminApi {
-    deployer: Arc<Deployer>,
-    token: String,
-    max_component_size: usize,
-}
-
-/// The prefix of the admin API's one resource.
-const COMPONENTS: &str = "/admin/components/";
-
-impl AdminApi {
-    /// Fails as [`AdminOptions::check`] does on the token: the admin API
-    /// is never open, nor guarded by a guessable token.
-    pub fn new(deployer: Arc<Deployer>, options: &AdminOptions) -> Result<AdminApi, AdminError> {
-        check_token(&options.token)?;
-        Ok(AdminApi {
-            deployer,
-            token: options.token.clone(),
-            max_component_size: options.max_component_size,
-        })
-    }
-
-    /// The limits of the admin API's listener: `up`'s, with time for an
-    /// upload as large as `--max-component-size`.
-    pub fn limits(base: &server::Limits) -> server::Limits {
-        server::Limits {
-            body_read_timeout: base.body_read_timeout.max(ADMIN_BODY_READ_TIMEOUT),
-            ..*base
-        }
-    }
-
-    fn too_large(&self) -> Response {
-        server::unread_body(server::error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "ERR_BODY_TOO_LARGE",
-            format!(
-                "the upload is larger than the limit of {} bytes (--max-component-size); the old version keeps serving",
-                self.max_component_size
-            ),
-        ))
-    }
-}
-
-#[async_trait]
-impl Endpoint for AdminApi {
-    fn serves(&self, _method: &Method, path: &str) -> bool {
-        path.starts_with("/admin/")
-    }
-
-    async fn serve(&self, request: Request) -> Response {
-        let given = request
-            .headers()
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if !server::token_matches(&self.token, given) {
-            return server::error(
-                StatusCode::UNAUTHORIZED,
-                "ERR_UNAUTHORIZED",
-                "the admin API needs `Authorization: Bearer <HOST_BRIDGE_ADMIN_TOKEN>`",
-            );
-        }
-        let path = request.uri().path().to_owned();
-        let Some(id) = path.strip_prefix(COMPONENTS).filter(|id| !id.contains('/')) else {
-            return server::error(
-                StatusCode::NOT_FOUND,
-                "ERR_NOT_FOUND",
-                format!("no admin resource {path}; deploy with PUT {COMPONENTS}NAME"),
-            );
-        };
-        let id = id.to_owned();
-        if request.method() == Method::GET {
-            return match self.deployer.roles(&id) {
-                Ok((routes, subscriptions)) => server::json(
-                    StatusCode::OK,
-                    &serde_json::json!({
-                        "component": id,
-                        "routes": routes,
-                        "subscriptions": subscriptions,
-                        // So a client can refuse a larger upload before
-                        // sending a byte of it.
-                        "maxComponentSize": self.max_component_size,
-                    }),
-                ),
-                Err(e) => e.response(),
-            };
-        }
-        if request.method() != Method::PUT {
-            return server::error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "ERR_METHOD_NOT_ALLOWED",
-                format!("{path} takes GET, or PUT with the new .wasm as the body"),
-            );
-        }
-        // The router's body limit is --max-component-size: a declared
-        // length over it is refused before a byte is read, and a chunked
-        // upload is read no further than it.
-        let body = match server::read_body(request).await {
-            Ok((_, body)) => body,
-            Err(server::BodyError::TooLarge { .. }) => {
-                eprintln!(
-                    "host-bridge: deploy of `{id}` refused; the old version keeps serving: the upload is over --max-component-size ({} bytes)",
-                    self.max_component_size
-                );
-                return self.too_large();
-            }
-            Err(e) => return e.response(),
-        };
-        match self.deployer.deploy(&id, body.to_vec()).await {
-            Ok(d) => server::json(
-                StatusCode::OK,
-                &serde_json::json!({
-                    "component": d.component,
-                    "digest": d.digest,
-                    "compileMs": d.compile_time.as_millis() as u64,
-                    "routes": d.routes,
-                    "subscriptions": d.subscriptions,
-                    "kept": self.deployer.kept.as_ref().map(|k| k.dir().display().to_string()),
-                }),
-            ),
-            Err(e) => {
-                eprintln!(
-                    "host-bridge: deploy of `{id}` refused; the old version keeps serving: {e}"
-                );
-                e.response()
-            }
-        }
-    }
-}
-
 impl DeployError {
-    fn response(&self) -> Response {
+    /// The admin API's answer to a refused deploy.
+    pub fn response(&self) -> Response {
         let status = match self {
             DeployError::Unknown(_) => StatusCode::NOT_FOUND,
             DeployError::Unused(_) | DeployError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -559,11 +520,11 @@ pub async fn watch(deployer: Arc<Deployer>) {
         })
         .collect();
     if watched.is_empty() {
-        eprintln!("host-bridge: --watch: no component has [component.NAME.build] watch patterns");
+        crate::say!("--watch: no component has [component.NAME.build] watch patterns");
         return;
     }
     for (id, patterns) in &watched {
-        eprintln!("host-bridge: watching `{id}`: {}", patterns.join(", "));
+        crate::say!("watching `{id}`: {}", patterns.join(", "));
     }
     let mut seen: Vec<Fingerprint> = watched.iter().map(|(_, p)| fingerprint(p)).collect();
     loop {
@@ -574,11 +535,9 @@ pub async fn watch(deployer: Arc<Deployer>) {
                 continue;
             }
             *seen = now;
-            eprintln!("host-bridge: `{id}` changed; rebuilding");
+            crate::say!("`{id}` changed; rebuilding");
             if let Err(e) = rebuild_and_deploy(&deployer, id).await {
-                eprintln!(
-                    "host-bridge: `{id}` was not redeployed; the running version keeps serving: {e:#}"
-                );
+                crate::say!("`{id}` was not redeployed; the running version keeps serving: {e:#}");
             }
         }
     }

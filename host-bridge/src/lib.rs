@@ -19,9 +19,11 @@
 //!
 //! [`server`] is the HTTP listeners (the app's port, the embedded broker's
 //! sidecar API, the admin API) and the limits each keeps, and [`app`] wires
-//! the pieces together for `host-bridge up`. SECURITY.md says who is
+//! the pieces together for `host-bridge up`. [`telemetry`] is the logs and
+//! the OpenTelemetry spans every floor records its work in. SECURITY.md says who is
 //! trusted at each of those edges, and which test shows it.
 
+pub mod admin;
 pub mod app;
 pub mod broker;
 pub mod build;
@@ -33,4 +35,5 @@ pub mod host;
 pub mod manifest;
 pub mod registry;
 pub mod server;
+pub mod telemetry;
 pub mod triggers;

@@ -9,6 +9,7 @@ use host_bridge::engine::{EngineOptions, GuestOutput};
 use host_bridge::manifest::Manifest;
 use host_bridge::registry::DownloadLimits;
 use host_bridge::server;
+use host_bridge::telemetry::{LogFormat, Telemetry};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,6 +25,11 @@ use std::time::Duration;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How log lines are written: `text`, or `json` (one object per line,
+    /// with daprd's keys and the trace and span ids). Spans are exported
+    /// over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "HOST_BRIDGE_LOG_FORMAT")]
+    log_format: LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -211,17 +217,24 @@ fn main() -> ExitCode {
         // SAFETY: no other thread exists yet to read the environment.
         unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn")
-            }),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    let telemetry = match Telemetry::init(cli.log_format) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let json = cli.log_format == LogFormat::Json;
+    let result = run(cli);
+    // Sends the spans still buffered, after the runtime is gone.
+    telemetry.shutdown();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if json => {
+            tracing::error!(target: "host_bridge", "{e:#}");
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

@@ -15,10 +15,12 @@ use std::process::Command;
 
 /// The benchmarks `benches/sandbox.rs` defines; a run that does not
 /// produce all of them is an error.
-const BENCHMARKS: [&str; 4] = [
+const BENCHMARKS: [&str; 6] = [
     "delivery/store",
     "delivery/store+instantiate",
     "delivery/order-processor",
+    "tracing/off: a delivery's spans",
+    "tracing/order-processor, spans recorded",
     "http/order-api POST /orders",
 ];
 
@@ -96,6 +98,24 @@ pub(crate) fn targets(report: &mut Report) {
         "sandbox cost per delivery (store, instantiate, handle, drop) ≤ 15 µs",
         sandbox.map(|ns| format!("{:.1} µs (criterion median)", ns / 1000.0)),
         sandbox.map(|ns| ns <= 15_000.0),
+    );
+    let off = report.micro.get("tracing/off: a delivery's spans").copied();
+    let share = off.zip(sandbox).map(|(off, all)| off / all);
+    report.target(
+        "tracing off: a delivery's span calls ≤ 1% of the delivery (within noise)",
+        off.zip(share)
+            .map(|(ns, share)| format!("{ns:.0} ns, {:.2}% of a delivery", share * 100.0)),
+        share.map(|share| share <= 0.01),
+    );
+    let recorded = report
+        .micro
+        .get("tracing/order-processor, spans recorded")
+        .copied();
+    let ratio = recorded.zip(sandbox).map(|(on, off)| on / off);
+    report.target(
+        "spans recorded: a delivery ≤ 1.15× its cost with tracing off",
+        ratio.map(|r| format!("{r:.2}×")),
+        ratio.map(|r| r <= 1.15),
     );
 }
 

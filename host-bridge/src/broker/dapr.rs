@@ -24,6 +24,7 @@ use super::dapr_state::DaprStateClient;
 use super::{Broker, DeliveryTarget, Metrics, StateStore, Subscription};
 use crate::contract::{BulkEntry, FailedEntry, Message, PublishError, StateError};
 use crate::server::{Endpoint, TOKEN_HEADER};
+use crate::telemetry;
 use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::Duration;
@@ -110,9 +111,21 @@ impl DaprSidecar {
     }
 
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let request = self
+        let mut request = self
             .client
             .request(method, format!("{}{path}", self.config.base_url));
+        // A call made in a span (a guest's publish) sends its context the
+        // way daprd reads it, so daprd's spans continue ours.
+        if let Some(trace) = telemetry::context_of(&tracing::Span::current()) {
+            for (name, value) in [
+                ("traceparent", trace.traceparent),
+                ("tracestate", trace.tracestate),
+            ] {
+                if let Some(value) = value {
+                    request = request.header(name, value);
+                }
+            }
+        }
         match &self.config.api_token {
             Some(token) => request.header(TOKEN_HEADER, token),
             None => request,

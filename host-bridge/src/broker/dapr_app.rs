@@ -136,17 +136,27 @@ impl DaprAppProtocol {
     }
 
     /// Runs one delivered event, or answers DROP for one that could not be
-    /// read: it would never read better on a redelivery.
+    /// read: it would never read better on a redelivery. `alone` is a
+    /// delivery of one event, whose request's `traceparent` is daprd's span
+    /// of this very delivery: the delivery continues it rather than the
+    /// CloudEvent's own (daprd's publish, one hop earlier in the same
+    /// trace). A bulk delivery's entries keep their own.
     async fn deliver_event(
         &self,
         started: &Started,
         index: usize,
         event: Result<Event, String>,
         headers: &HeaderMap,
+        alone: bool,
     ) -> Status {
         let t = &started.subscriptions[index].trigger;
         match event {
             Ok(mut event) => {
+                if alone && headers.contains_key("traceparent") {
+                    let delivery = crate::telemetry::TraceContext::from_headers(headers);
+                    event.traceparent = delivery.traceparent;
+                    event.tracestate = delivery.tracestate;
+                }
                 fill_from_headers(&mut event, &t.pubsubname, &t.topic, headers);
                 started.target.deliver(index, event).await
             }
@@ -173,7 +183,9 @@ impl DaprAppProtocol {
         Metrics::inc(&self.metrics.bulk_batches);
         let t = &started.subscriptions[index].trigger;
         let deliveries = entries.into_iter().map(|(entry_id, event)| async {
-            let status = self.deliver_event(started, index, event, headers).await;
+            let status = self
+                .deliver_event(started, index, event, headers, false)
+                .await;
             (entry_id, status)
         });
         let results = futures::future::join_all(deliveries).await;
@@ -196,7 +208,7 @@ impl DaprAppProtocol {
         }
         let statuses: Vec<Value> = statuses
             .into_iter()
-            .map(|(id, status)| json!({ "entryId": id, "status": status_str(status) }))
+            .map(|(id, status)| json!({ "entryId": id, "status": status.as_str() }))
             .collect();
         server::json(StatusCode::OK, &json!({ "statuses": statuses }))
     }
@@ -279,15 +291,6 @@ fn status_answer(status: Status) -> Response {
     server::full(StatusCode::OK, "application/json", body)
 }
 
-/// The status strings daprd reads; case sensitive.
-fn status_str(status: Status) -> &'static str {
-    match status {
-        Status::Success => "SUCCESS",
-        Status::Retry => "RETRY",
-        Status::Drop => "DROP",
-    }
-}
-
 #[async_trait]
 impl Endpoint for DaprAppProtocol {
     fn serves(&self, method: &Method, path: &str) -> bool {
@@ -343,7 +346,9 @@ impl Endpoint for DaprAppProtocol {
             Some(entries) => self.deliver_bulk(started, index, entries, &headers).await,
             None => {
                 let event = cloudevent::parse(&body);
-                let status = self.deliver_event(started, index, event, &headers).await;
+                let status = self
+                    .deliver_event(started, index, event, &headers, true)
+                    .await;
                 status_answer(status)
             }
         }
@@ -357,9 +362,9 @@ mod tests {
 
     #[test]
     fn status_strings_are_daprs() {
-        assert_eq!(status_str(Status::Success), "SUCCESS");
-        assert_eq!(status_str(Status::Retry), "RETRY");
-        assert_eq!(status_str(Status::Drop), "DROP");
+        assert_eq!(Status::Success.as_str(), "SUCCESS");
+        assert_eq!(Status::Retry.as_str(), "RETRY");
+        assert_eq!(Status::Drop.as_str(), "DROP");
     }
 
     #[test]
@@ -370,7 +375,7 @@ mod tests {
                 .unwrap()
                 .to_bytes();
             let json: Value = serde_json::from_slice(&body).unwrap();
-            assert_eq!(json, json!({ "status": status_str(status) }));
+            assert_eq!(json, json!({ "status": status.as_str() }));
         }
     }
 }

@@ -126,6 +126,19 @@ impl DaprStateClient {
                 .metadata_mut()
                 .insert(crate::server::TOKEN_HEADER, token.clone());
         }
+        // A call made in a span (a guest's state call) sends its context as
+        // `traceparent`, which daprd's gRPC API reads when there is no
+        // `grpc-trace-bin`: daprd's state span continues ours.
+        if let Some(trace) = crate::telemetry::context_of(&tracing::Span::current()) {
+            for (name, value) in [
+                ("traceparent", trace.traceparent),
+                ("tracestate", trace.tracestate),
+            ] {
+                if let Some(Ok(value)) = value.map(|v| v.parse()) {
+                    request.metadata_mut().insert(name, value);
+                }
+            }
+        }
         let path = http::uri::PathAndQuery::from_static(method);
         let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
         grpc.unary(request, path, codec)

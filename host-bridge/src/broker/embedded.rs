@@ -18,7 +18,9 @@
 //! - **Dead letters.** DROP, and running out of attempts, send the message
 //!   to the subscription's `dead_letter_topic` when it has one. With none, a
 //!   dropped message is acked and a message out of attempts is logged and
-//!   counted in `/metrics` as discarded.
+//!   counted in `/metrics` as discarded. Either way it is also kept in the
+//!   dead-letter list, in the same commit (`embedded/dead_letters.rs`), for
+//!   the admin page to show, replay to its subscription, or delete.
 //! - **TTL.** A message published with `ttl-seconds` that has not been
 //!   delivered successfully in time is discarded, as Dapr does.
 //!
@@ -62,13 +64,16 @@
 //!   `try_reserve` can take it, so while the replay runs, publishes find the
 //!   queue full more often and are refused with `503`, never lost.
 
+mod dead_letters;
+
 use super::dapr_app::DaprAppProtocol;
-use super::journal::{self, Journal, JournalError, QueueKey, StoredMessage};
+use super::journal::{self, Journal, JournalError, QueueKey, StoredDeadLetter, StoredMessage};
 use super::routing::Rule;
 use super::{Broker, DeliveryTarget, InFlight, Metrics, StateStore, Subscription, cloudevent};
 use crate::contract::{Event, Message, PublishError, StateError, Status};
 use crate::manifest::DeliveryPolicy;
 use crate::server::Endpoint;
+use crate::telemetry;
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -141,6 +146,8 @@ struct Inner {
     in_flight: InFlight,
     /// Where messages wait on disk; `None` with `--in-memory`.
     journal: Option<Arc<Journal>>,
+    /// The messages given up on (on disk in `journal`, if there is one).
+    dead_letters: dead_letters::Kept,
 }
 
 impl EmbeddedBroker {
@@ -159,6 +166,7 @@ impl EmbeddedBroker {
                 metrics,
                 topics: RwLock::new(HashMap::new()),
                 journal,
+                dead_letters: dead_letters::Kept::default(),
             }),
         }
     }
@@ -177,7 +185,14 @@ impl Broker for EmbeddedBroker {
         message: Message,
     ) -> Result<(), PublishError> {
         let ttl = message.metadata.ttl_seconds;
-        let event = cloudevent::from_message(&self.inner.app_id, pubsubname, topic, message)?;
+        let mut event = cloudevent::from_message(&self.inner.app_id, pubsubname, topic, message)?;
+        // A publish made in a span (a guest's) is continued by its delivery.
+        if event.traceparent.is_none()
+            && let Some(trace) = telemetry::context_of(&tracing::Span::current())
+        {
+            event.traceparent = trace.traceparent;
+            event.tracestate = trace.tracestate;
+        }
         let expires = ttl.map(|s| SystemTime::now() + Duration::from_secs(s.into()));
         let targets = self.inner.targets(pubsubname, topic, &event);
         // All or nothing: a place in every queue first, then the journal,
@@ -361,8 +376,15 @@ impl Inner {
     /// feeder. On disk the new rows, their marks and the removal of the
     /// original are one commit, waited for: the original is forgotten only
     /// once its dead letters are on disk, and if the commit fails, the
-    /// original stays and is delivered again after a restart.
-    async fn move_to(self: &Arc<Self>, pubsubname: &str, topic: &str, envelope: Envelope) {
+    /// original stays and is delivered again after a restart. `record`, the
+    /// entry of the dead-letter list, is written in that same commit.
+    async fn move_to(
+        self: &Arc<Self>,
+        pubsubname: &str,
+        topic: &str,
+        envelope: Envelope,
+        record: StoredDeadLetter,
+    ) {
         let targets = self.targets(pubsubname, topic, &envelope.event);
         let mut ready = Vec::with_capacity(targets.len());
         let mut full = Vec::new();
@@ -380,6 +402,7 @@ impl Inner {
             .chain(full.iter().map(|t| &t.key));
         let (copies, rows) = self.copies(&envelope, keys);
         let (Some(journal), Some(seq)) = (&self.journal, envelope.seq) else {
+            self.dead_letters.keep_in_memory(record);
             // --in-memory: there is no disk to leave a copy on, so a copy
             // for a full queue waits for room in a task of its own, which
             // holds no slot either.
@@ -400,8 +423,9 @@ impl Inner {
             return;
         };
         let spilled: Vec<u64> = copies[ready.len()..].iter().filter_map(|c| c.seq).collect();
-        match journal.replace(seq, rows, &spilled).await {
+        match journal.replace(seq, rows, &spilled, Some(&record)).await {
             Ok(()) => {
+                self.dead_letters.kept(&record);
                 for ((permit, _), copy) in ready.into_iter().zip(copies) {
                     self.in_flight.enter();
                     permit.send(copy);
@@ -413,6 +437,22 @@ impl Inner {
             }
             Err(e) => {
                 tracing::error!(%topic, id = %envelope.event.id, "cannot move the message to the dead-letter topic; it stays on disk and is delivered again after a restart: {e}")
+            }
+        }
+    }
+
+    /// Forgets a message given up on, with nowhere to send it, and keeps
+    /// `record` of it: on disk, one commit, waited for (if it fails, the
+    /// message stays and is delivered again after a restart).
+    async fn give_up(&self, envelope: &Envelope, record: StoredDeadLetter) {
+        let (Some(journal), Some(seq)) = (&self.journal, envelope.seq) else {
+            self.dead_letters.keep_in_memory(record);
+            return;
+        };
+        match journal.replace(seq, Vec::new(), &[], Some(&record)).await {
+            Ok(()) => self.dead_letters.kept(&record),
+            Err(e) => {
+                tracing::error!(topic = %record.queue.topic, id = %envelope.event.id, "cannot record the dead letter; the message stays on disk and is delivered again after a restart: {e}")
             }
         }
     }
@@ -457,8 +497,8 @@ impl Inner {
             }
         }
         if replayed > 0 {
-            eprintln!(
-                "host-bridge: {replayed} message(s) kept in {} from an earlier run are delivered again, \
+            crate::say!(
+                "{replayed} message(s) kept in {} from an earlier run are delivered again, \
                  at most {} waiting in memory per subscription",
                 journal.path().display(),
                 self.policy.max_queued
@@ -691,13 +731,21 @@ enum GaveUp {
 
 /// Sends a message that will not be handled to the dead-letter topic
 /// ([`Inner::move_to`]). With none, a dropped message is simply acked, and
-/// one out of attempts is logged and counted as discarded.
+/// one out of attempts is logged and counted as discarded. Either way it
+/// is kept in the dead-letter list, in the commit that moves or removes it.
 async fn dead_letter(
     inner: &Arc<Inner>,
     trigger: &crate::manifest::PubsubTrigger,
     envelope: Envelope,
     why: GaveUp,
 ) {
+    let record = inner.dead_letters.record(
+        inner.journal.as_deref(),
+        queue_key(trigger),
+        &envelope,
+        why,
+        trigger.dead_letter_topic.clone(),
+    );
     match &trigger.dead_letter_topic {
         Some(dlt) => {
             tracing::info!(topic = %trigger.topic, dead_letter_topic = %dlt, id = %envelope.event.id, ?why, "sent to the dead-letter topic");
@@ -712,14 +760,16 @@ async fn dead_letter(
                         expires: None,
                         ..envelope
                     },
+                    record,
                 )
                 .await;
         }
-        None if why == GaveUp::Dropped => inner.ack(&envelope),
         None => {
-            tracing::error!(topic = %trigger.topic, component = %trigger.component, id = %envelope.event.id, "out of attempts and no dead_letter_topic is set; message discarded");
-            Metrics::inc(&inner.metrics.discarded_max_attempts);
-            inner.ack(&envelope);
+            if why == GaveUp::OutOfAttempts {
+                tracing::error!(topic = %trigger.topic, component = %trigger.component, id = %envelope.event.id, "out of attempts and no dead_letter_topic is set; message discarded (kept in the dead-letter list)");
+                Metrics::inc(&inner.metrics.discarded_max_attempts);
+            }
+            inner.give_up(&envelope, record).await;
         }
     }
 }

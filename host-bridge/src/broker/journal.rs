@@ -16,6 +16,13 @@
 //! - **Redelivery counts survive a restart**: each RETRY updates the row, so
 //!   a restarted host does not start the count again.
 //! - **A saved state value is on disk before `save` returns.**
+//! - **A dead letter is recorded in the commit that gives up on it.** The
+//!   record of a message its subscription gave up on (`dead_letters`, see
+//!   `broker/dead_letters.rs`) is written in the same commit that removes
+//!   or moves the original, and a replay writes the new row and forgets the
+//!   record in one commit too; so nothing is half-done. The table keeps the
+//!   newest [`MAX_DEAD_LETTERS`]; replays and deletes are logged in
+//!   `dead_letter_actions` (the newest [`MAX_ACTIONS`]).
 //!
 //! The disk can hold more than memory may: after a restart, or when dead
 //! letters arrive faster than their topic's subscriber takes them, a
@@ -38,9 +45,10 @@
 //! Removals and delivery counts are not waited for: losing one to a crash
 //! only means a redelivery.
 
+use super::dead_letters::{Action, DeadLetter, MAX_ACTIONS, MAX_DEAD_LETTERS, Reason};
 use crate::contract::Event;
 use base64::Engine as _;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -54,6 +62,12 @@ const STATE: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("state"
 /// Rows of `messages` that are on disk only (dead letters that found their
 /// queue full), by `(pubsubname, topic, component, sequence number)`.
 const SPILLED: TableDefinition<(&str, &str, &str, u64), ()> = TableDefinition::new("spilled");
+
+/// Messages a subscription gave up on, by id ([`StoredDeadLetter`]).
+const DEAD_LETTERS: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_letters");
+/// Replays and deletes of dead letters, by id ([`Action`]).
+const DEAD_LETTER_ACTIONS: TableDefinition<u64, &[u8]> =
+    TableDefinition::new("dead_letter_actions");
 
 /// The most operations one commit takes.
 const MAX_BATCH: usize = 4096;
@@ -158,6 +172,53 @@ impl StoredEvent {
     }
 }
 
+impl StoredEvent {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+/// A message its subscription gave up on, as stored: enough to list it,
+/// and the whole event, to replay it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredDeadLetter {
+    pub id: u64,
+    /// The subscription that gave up on it, whose queue a replay goes to.
+    pub queue: QueueKey,
+    pub attempts: u32,
+    pub reason: Reason,
+    pub last_error: String,
+    pub at_unix_ms: u64,
+    pub dead_letter_topic: Option<String>,
+    pub event: StoredEvent,
+}
+
+impl StoredDeadLetter {
+    /// As the admin page lists it (the payload cut at
+    /// [`MAX_LISTED_DATA`](super::dead_letters::MAX_LISTED_DATA)).
+    pub fn to_dead_letter(&self) -> DeadLetter {
+        let data = base64::engine::general_purpose::STANDARD
+            .decode(&self.event.data)
+            .unwrap_or_default();
+        let (data_base64, data_truncated) = super::dead_letters::listed_data(&data);
+        DeadLetter {
+            id: self.id.to_string(),
+            pubsubname: self.queue.pubsubname.clone(),
+            topic: self.queue.topic.clone(),
+            component: self.queue.component.clone(),
+            attempts: self.attempts,
+            reason: self.reason,
+            last_error: self.last_error.clone(),
+            at_unix_ms: self.at_unix_ms,
+            dead_letter_topic: self.dead_letter_topic.clone(),
+            event_id: self.event.id.clone(),
+            datacontenttype: self.event.datacontenttype.clone(),
+            data_base64,
+            data_truncated,
+        }
+    }
+}
+
 /// A TTL's deadline as stored, and back.
 pub fn to_unix_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
@@ -190,6 +251,9 @@ enum Op {
     SetState(String, String, Option<Vec<u8>>),
     /// Marks a row as on disk only; `false` takes the mark away.
     Spilled(QueueKey, u64, bool),
+    PutDeadLetter(u64, Vec<u8>),
+    RemoveDeadLetter(u64),
+    PutAction(u64, Vec<u8>),
 }
 
 /// Changes committed together, and whom to tell.
@@ -245,14 +309,21 @@ impl Journal {
         // marks from an earlier run go: this run replays every row anyway.
         let txn = db.begin_write().map_err(|e| write_error(&e))?;
         txn.delete_table(SPILLED).map_err(|e| write_error(&e))?;
+        // Messages, dead letters and actions share one sequence.
         let last = {
             let messages = txn.open_table(MESSAGES).map_err(|e| write_error(&e))?;
             txn.open_table(STATE).map_err(|e| write_error(&e))?;
             txn.open_table(SPILLED).map_err(|e| write_error(&e))?;
-            messages
-                .last()
-                .map_err(|e| write_error(&e))?
-                .map_or(0, |(k, _)| k.value())
+            let dead_letters = txn.open_table(DEAD_LETTERS).map_err(|e| write_error(&e))?;
+            let actions = txn
+                .open_table(DEAD_LETTER_ACTIONS)
+                .map_err(|e| write_error(&e))?;
+            let mut last = 0;
+            for table in [&messages, &dead_letters, &actions] {
+                let key = table.last().map_err(|e| write_error(&e))?;
+                last = last.max(key.map_or(0, |(k, _)| k.value()));
+            }
+            last
         };
         txn.commit().map_err(|e| write_error(&e))?;
         let db = std::sync::Arc::new(db);
@@ -312,22 +383,110 @@ impl Journal {
     /// Replaces row `seq` with `rows` in one commit (a move to a dead-letter
     /// topic), and waits until it is on disk. The rows whose sequence number
     /// is in `spilled` are marked as on disk only: their queue was full, and
-    /// its feeder reads them back ([`Journal::spilled_page`]).
+    /// its feeder reads them back ([`Journal::spilled_page`]). With
+    /// `dead_letter`, the record of the message given up on is written in
+    /// the same commit (with no `rows`, that is all that becomes of it).
     pub async fn replace(
         &self,
         seq: u64,
         rows: Vec<(u64, StoredMessage)>,
         spilled: &[u64],
+        dead_letter: Option<&StoredDeadLetter>,
     ) -> Result<(), JournalError> {
-        let mut ops = Vec::with_capacity(rows.len() * 2 + 1);
+        let mut ops = Self::rows_ops(rows, spilled);
+        ops.push(Op::Remove(seq));
+        if let Some(record) = dead_letter {
+            ops.push(Op::PutDeadLetter(record.id, to_json(record)));
+        }
+        self.commit(ops).await
+    }
+
+    fn rows_ops(rows: Vec<(u64, StoredMessage)>, spilled: &[u64]) -> Vec<Op> {
+        let mut ops = Vec::with_capacity(rows.len() * 2 + 3);
         for (s, m) in rows {
             if spilled.contains(&s) {
                 ops.push(Op::Spilled(m.queue.clone(), s, true));
             }
             ops.push(Op::Put(s, encode(&m)));
         }
-        ops.push(Op::Remove(seq));
+        ops
+    }
+
+    /// Records a dead letter that has no row to remove, and waits until it
+    /// is on disk (for tests: a running host records one in the commit
+    /// that gives up on its message, [`Journal::replace`]).
+    #[cfg(test)]
+    async fn record_dead_letter(&self, record: &StoredDeadLetter) -> Result<(), JournalError> {
+        self.commit(vec![Op::PutDeadLetter(record.id, to_json(record))])
+            .await
+    }
+
+    /// Replays dead letter `id` as `row` (spilled: on disk only, for its
+    /// queue's feeder), forgets it and logs `action`, in one commit.
+    pub async fn replay_dead_letter(
+        &self,
+        id: u64,
+        row: (u64, StoredMessage),
+        spilled: bool,
+        action: &Action,
+    ) -> Result<(), JournalError> {
+        let spilled = if spilled { vec![row.0] } else { Vec::new() };
+        let mut ops = Self::rows_ops(vec![row], &spilled);
+        ops.push(Op::RemoveDeadLetter(id));
+        ops.push(Op::PutAction(self.next_seq(), to_json(action)));
         self.commit(ops).await
+    }
+
+    /// Forgets dead letter `id` and logs `action`, in one commit.
+    pub async fn delete_dead_letter(&self, id: u64, action: &Action) -> Result<(), JournalError> {
+        let ops = vec![
+            Op::RemoveDeadLetter(id),
+            Op::PutAction(self.next_seq(), to_json(action)),
+        ];
+        self.commit(ops).await
+    }
+
+    /// Dead letter `id`, if kept.
+    pub fn dead_letter(&self, id: u64) -> Result<Option<StoredDeadLetter>, JournalError> {
+        let txn = self.db.begin_read().map_err(|e| self.read_error(&e))?;
+        let table = txn
+            .open_table(DEAD_LETTERS)
+            .map_err(|e| self.read_error(&e))?;
+        let row = table.get(id).map_err(|e| self.read_error(&e))?;
+        row.map(|bytes| serde_json::from_slice(bytes.value()).map_err(|e| self.read_error(&e)))
+            .transpose()
+    }
+
+    /// Every dead letter kept, newest first (at most [`MAX_DEAD_LETTERS`]),
+    /// and the action log, newest first. Unreadable rows are reported and
+    /// skipped.
+    pub fn dead_letters(&self) -> Result<(Vec<StoredDeadLetter>, Vec<Action>), JournalError> {
+        let txn = self.db.begin_read().map_err(|e| self.read_error(&e))?;
+        let read = |table: TableDefinition<u64, &[u8]>| {
+            let table = txn.open_table(table).map_err(|e| self.read_error(&e))?;
+            let rows = table.iter().map_err(|e| self.read_error(&e))?;
+            let mut values = Vec::new();
+            for row in rows.rev() {
+                let (key, bytes) = row.map_err(|e| self.read_error(&e))?;
+                values.push((key.value(), bytes.value().to_vec()));
+            }
+            Ok::<_, JournalError>(values)
+        };
+        Ok((
+            self.parse_rows(read(DEAD_LETTERS)?),
+            self.parse_rows(read(DEAD_LETTER_ACTIONS)?),
+        ))
+    }
+
+    /// The rows that parse; the others are reported and skipped.
+    fn parse_rows<T: serde::de::DeserializeOwned>(&self, rows: Vec<(u64, Vec<u8>)>) -> Vec<T> {
+        rows.into_iter()
+            .filter_map(|(key, bytes)| {
+                serde_json::from_slice(&bytes)
+                    .inspect_err(|e| tracing::error!(path = %self.path.display(), key, "a dead-letter record cannot be read: {e}"))
+                    .ok()
+            })
+            .collect()
     }
 
     /// Takes the on-disk-only marks off rows `seqs` of `queue`, now that
@@ -533,8 +692,13 @@ impl Journal {
 }
 
 fn encode(message: &StoredMessage) -> Vec<u8> {
-    // A StoredMessage is strings, numbers and lists: it always serializes.
-    serde_json::to_vec(message).unwrap_or_default()
+    to_json(message)
+}
+
+fn to_json(value: &impl Serialize) -> Vec<u8> {
+    // What the journal stores is strings, numbers and lists: it always
+    // serializes.
+    serde_json::to_vec(value).unwrap_or_default()
 }
 
 /// The writer thread: takes what has arrived, commits it at once, tells the
@@ -570,6 +734,8 @@ fn apply(db: &Database, batches: &[Batch]) -> Result<(), redb::Error> {
         let mut messages = txn.open_table(MESSAGES)?;
         let mut state = txn.open_table(STATE)?;
         let mut spilled = txn.open_table(SPILLED)?;
+        let mut dead_letters = txn.open_table(DEAD_LETTERS)?;
+        let mut actions = txn.open_table(DEAD_LETTER_ACTIONS)?;
         for op in batches.iter().flat_map(|b| &b.ops) {
             match op {
                 Op::Put(seq, bytes) => {
@@ -597,7 +763,28 @@ fn apply(db: &Database, batches: &[Batch]) -> Result<(), redb::Error> {
                         spilled.remove(key)?;
                     }
                 }
+                Op::PutDeadLetter(id, bytes) => {
+                    dead_letters.insert(*id, bytes.as_slice())?;
+                }
+                Op::RemoveDeadLetter(id) => {
+                    dead_letters.remove(*id)?;
+                }
+                Op::PutAction(id, bytes) => {
+                    actions.insert(*id, bytes.as_slice())?;
+                }
             }
+        }
+        // The bounds: the oldest records go, in the commit that passed them.
+        while dead_letters.len()? > MAX_DEAD_LETTERS as u64 {
+            if let Some((id, _)) = dead_letters.pop_first()? {
+                tracing::warn!(
+                    id = id.value(),
+                    "the dead-letter list holds {MAX_DEAD_LETTERS} already; the oldest record is evicted"
+                );
+            }
+        }
+        while actions.len()? > MAX_ACTIONS as u64 {
+            actions.pop_first()?;
         }
     }
     txn.commit()?;
@@ -742,6 +929,7 @@ mod tests {
                     (to_full, message("full", 1, 10)),
                 ],
                 &[to_full],
+                None,
             )
             .await
             .unwrap();
@@ -764,7 +952,12 @@ mod tests {
         // Marks do not outlive the run: the replay covers those rows.
         let again = journal.next_seq();
         journal
-            .replace(to_ready, vec![(again, message("full", 2, 10))], &[again])
+            .replace(
+                to_ready,
+                vec![(again, message("full", 2, 10))],
+                &[again],
+                None,
+            )
             .await
             .unwrap();
         assert_eq!(journal.spilled_page(&queue("full")).unwrap().len(), 1);
@@ -772,5 +965,105 @@ mod tests {
         let journal = reopen(dir.path());
         assert!(journal.spilled_page(&queue("full")).unwrap().is_empty());
         assert_eq!(replay(&journal, &queue("full")).concat(), vec!["1", "2"]);
+    }
+
+    fn dead_letter(journal: &Journal, event: u64) -> StoredDeadLetter {
+        StoredDeadLetter {
+            id: journal.next_seq(),
+            queue: queue("orders"),
+            attempts: 1,
+            reason: Reason::Drop,
+            last_error: "the guest answered DROP".into(),
+            at_unix_ms: 1,
+            dead_letter_topic: None,
+            event: message("orders", event, 4).event,
+        }
+    }
+
+    fn action(id: u64, what: &str) -> Action {
+        Action {
+            id: id.to_string(),
+            topic: "orders".into(),
+            component: "sub".into(),
+            action: what.into(),
+            at_unix_ms: 2,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_dead_letter_is_recorded_with_the_removal_and_replayed_or_deleted_in_one_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        let original = journal.next_seq();
+        journal
+            .append(vec![(original, message("orders", 1, 4))])
+            .await
+            .unwrap();
+        let record = dead_letter(&journal, 1);
+        journal
+            .replace(original, Vec::new(), &[], Some(&record))
+            .await
+            .unwrap();
+        assert!(journal.load().is_empty(), "the original is gone");
+        let other = dead_letter(&journal, 2);
+        journal.record_dead_letter(&other).await.unwrap();
+        drop(journal);
+
+        // Both survive a restart, newest first, and ids are not handed out again.
+        let journal = reopen(dir.path());
+        let (kept, _) = journal.dead_letters().unwrap();
+        assert_eq!(
+            kept.iter().map(|d| d.id).collect::<Vec<_>>(),
+            vec![other.id, record.id]
+        );
+        assert_eq!(kept[1].event.id(), "1");
+        assert!(journal.next_seq() > other.id);
+
+        // A replay writes the new row (attempts at 0) and forgets the record.
+        let seq = journal.next_seq();
+        let mut row = message("orders", 1, 4);
+        row.attempts = 0;
+        journal
+            .replay_dead_letter(record.id, (seq, row), false, &action(record.id, "replay"))
+            .await
+            .unwrap();
+        journal
+            .delete_dead_letter(other.id, &action(other.id, "delete"))
+            .await
+            .unwrap();
+        assert!(journal.dead_letter(record.id).unwrap().is_none());
+        let (kept, actions) = journal.dead_letters().unwrap();
+        assert!(kept.is_empty());
+        assert_eq!(
+            actions
+                .iter()
+                .map(|a| a.action.as_str())
+                .collect::<Vec<_>>(),
+            vec!["delete", "replay"]
+        );
+        assert_eq!(seqs_of(&journal), vec![seq]);
+    }
+
+    fn seqs_of(journal: &Journal) -> Vec<u64> {
+        journal.load().into_iter().map(|(s, _)| s).collect()
+    }
+
+    #[tokio::test]
+    async fn the_dead_letter_list_keeps_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        let records: Vec<_> = (0..(MAX_DEAD_LETTERS as u64 + 5))
+            .map(|n| dead_letter(&journal, n))
+            .collect();
+        // Sent at once, they share commits, as concurrent ones would.
+        for written in
+            futures::future::join_all(records.iter().map(|r| journal.record_dead_letter(r))).await
+        {
+            written.unwrap();
+        }
+        let (kept, _) = journal.dead_letters().unwrap();
+        assert_eq!(kept.len(), MAX_DEAD_LETTERS);
+        assert_eq!(kept.last().unwrap().event.id(), "5", "the five oldest went");
+        assert!(journal.dead_letter(records[0].id).unwrap().is_none());
     }
 }

@@ -11,12 +11,15 @@
 pub mod cloudevent;
 pub mod dapr;
 pub mod dapr_app;
+pub mod dapr_dead_letters;
 pub mod dapr_state;
+pub mod dead_letters;
 pub mod embedded;
 pub mod journal;
 mod metrics;
 mod routing;
 pub mod sidecar_api;
+pub mod stats;
 
 pub use metrics::{InFlight, Metrics};
 

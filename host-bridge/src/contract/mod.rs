@@ -71,3 +71,14 @@ pub fn provides(name: &str) -> bool {
     ];
     PREFIXES.iter().any(|p| name.starts_with(p))
 }
+
+impl Status {
+    /// The answer as Dapr's app protocol spells it (case sensitive).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Success => "SUCCESS",
+            Status::Retry => "RETRY",
+            Status::Drop => "DROP",
+        }
+    }
+}

@@ -75,6 +75,10 @@ pub struct LoadedComponent {
     pub exports: Vec<String>,
     /// How long compiling (or loading from the cache) took.
     pub compile_time: Duration,
+    /// The version that runs: `sha256:` and the hex SHA-256 of the
+    /// component's bytes, as a registry names a layer. Traces and the
+    /// admin page show it.
+    pub digest: Arc<str>,
 }
 
 /// The wasmtime engine, its linker, and the capabilities guests reach.
@@ -216,6 +220,11 @@ impl Engine {
                 }),
         }
         .with_context(|| format!("component `{id}`: cannot compile {}", path.display()))?;
+        let digest = format!(
+            "sha256:{}",
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes))
+        )
+        .into();
         drop(bytes);
         let compile_time = started.elapsed();
         let exports: Vec<String> = compiled
@@ -267,7 +276,13 @@ impl Engine {
             pre,
             exports,
             compile_time,
+            digest,
         })
+    }
+
+    /// The `messaging.system` of the guests' spans.
+    pub fn messaging_system(&self) -> &'static str {
+        crate::telemetry::messaging_system(self.capabilities.broker.name())
     }
 
     /// A fresh store for one call into a component, sandboxed and bounded.

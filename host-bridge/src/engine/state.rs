@@ -12,12 +12,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-/// The W3C trace context of the delivery an instance is handling.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TraceContext {
-    pub traceparent: Option<String>,
-    pub tracestate: Option<String>,
-}
+pub use crate::telemetry::TraceContext;
 
 pub struct HostState {
     /// The component this instance belongs to, for logs.
@@ -34,7 +29,9 @@ pub struct HostState {
     pub metrics: Arc<crate::broker::Metrics>,
     /// The pub/sub component wasmCloud subjects are topics of.
     pub messaging_pubsubname: String,
-    /// Set while handling a delivery; attached to the guest's publishes.
+    /// The trace context of the call the instance is handling (its
+    /// delivery's or request's span), which the guest's publishes and
+    /// state calls continue; see `telemetry`.
     pub trace: Option<TraceContext>,
     /// The call's place under its component's `max_instances`, given back
     /// when the store is dropped or, for a reused instance, when the call

@@ -8,19 +8,31 @@
 //!   manifest lists in `tool.host-bridge.allowed_publish_topics`; anything
 //!   else is the typed `forbidden` error, logged and counted in `/metrics`,
 //!   and never reaches the broker.
-//! - **Trace context is added.** A message published while handling a
-//!   delivery carries that delivery's `traceparent` and `tracestate`, unless
-//!   the guest set its own, so a trace follows an event through every
-//!   component it passes.
+//! - **Trace context is added.** Each publish is a `send {topic}` span
+//!   below the call the instance is handling (a delivery or a request), and
+//!   the broker carries that span's context on (without spans, the message
+//!   carries the call's own), unless the guest set its own: a trace follows
+//!   an event through every component it passes, and the guest does nothing
+//!   for it.
 
 use crate::broker::Metrics;
 use crate::contract::hostbridge::hostbridge::pubsub::publisher::Host;
 use crate::contract::{BulkEntry, FailedEntry, Message, PublishError};
 use crate::engine::HostState;
+use crate::telemetry;
+use tracing::Instrument as _;
 
 impl HostState {
-    /// Fills in the current delivery's trace context where the guest left it open.
-    fn with_trace_context(&self, mut message: Message) -> Message {
+    /// The message as it goes to the broker. With spans on, the broker
+    /// takes the trace context from `span`, the publish's (see
+    /// `telemetry`): daprd continues it from the request's headers, so its
+    /// own publish span comes between ours and the delivery, and the
+    /// embedded broker puts it in the event. Without spans, the message
+    /// carries the call's context, where the guest left it open.
+    fn with_call_context(&self, span: &tracing::Span, mut message: Message) -> Message {
+        if telemetry::context_of(span).is_some() {
+            return message;
+        }
         if let Some(trace) = &self.trace {
             let overrides = &mut message.metadata.cloudevent;
             if overrides.traceparent.is_none() {
@@ -31,6 +43,18 @@ impl HostState {
             }
         }
         message
+    }
+
+    /// The span of one publish, below the call the instance is handling.
+    fn publish_span(&self, pubsubname: &str, topic: &str) -> tracing::Span {
+        let system = telemetry::messaging_system(self.broker.name());
+        telemetry::publish_span(
+            system,
+            pubsubname,
+            topic,
+            &self.component,
+            self.trace.as_ref(),
+        )
     }
 
     /// The `forbidden` error for a publish the manifest does not grant.
@@ -58,9 +82,15 @@ impl HostState {
         message: Message,
     ) -> Result<(), PublishError> {
         self.check_publish_grant(pubsubname, topic)?;
-        let message = self.with_trace_context(message);
-        let result = self.broker.publish(pubsubname, topic, message).await;
+        let span = self.publish_span(pubsubname, topic);
+        let message = self.with_call_context(&span, message);
+        let result = self
+            .broker
+            .publish(pubsubname, topic, message)
+            .instrument(span.clone())
+            .await;
         if let Err(e) = &result {
+            telemetry::failed(&span, &format!("{e:?}"));
             tracing::warn!(component = %self.component, %pubsubname, %topic, "publish failed: {e:?}");
         }
         result
@@ -93,13 +123,18 @@ impl Host for HostState {
                 .collect();
             return Ok(Err(failed));
         }
+        let span = self.publish_span(&pubsubname, &topic);
         let entries = entries
             .into_iter()
             .map(|e| BulkEntry {
-                message: self.with_trace_context(e.message),
+                message: self.with_call_context(&span, e.message),
                 entry_id: e.entry_id,
             })
             .collect();
-        Ok(self.broker.publish_bulk(&pubsubname, &topic, entries).await)
+        Ok(self
+            .broker
+            .publish_bulk(&pubsubname, &topic, entries)
+            .instrument(span)
+            .await)
     }
 }

@@ -58,19 +58,43 @@ impl From<Failure> for v2::Error {
 struct Call {
     state_store: Arc<dyn crate::broker::StateStore>,
     store: String,
+    /// For the call's span.
+    component: Arc<str>,
+    trace: Option<crate::telemetry::TraceContext>,
 }
 
 impl Call {
+    async fn traced<T>(
+        &self,
+        operation: &'static str,
+        call: impl Future<Output = Result<T, StateError>>,
+    ) -> Result<T, StateError> {
+        crate::telemetry::state_call(
+            operation,
+            &self.store,
+            &self.component,
+            self.trace.as_ref(),
+            call,
+        )
+        .await
+    }
+
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Failure> {
-        Ok(self.state_store.get(&self.store, key).await?)
+        Ok(self
+            .traced("get", self.state_store.get(&self.store, key))
+            .await?)
     }
 
     async fn set(&self, key: &str, value: Vec<u8>) -> Result<(), Failure> {
-        Ok(self.state_store.save(&self.store, key, value).await?)
+        Ok(self
+            .traced("save", self.state_store.save(&self.store, key, value))
+            .await?)
     }
 
     async fn delete(&self, key: &str) -> Result<(), Failure> {
-        Ok(self.state_store.delete(&self.store, key).await?)
+        Ok(self
+            .traced("delete", self.state_store.delete(&self.store, key))
+            .await?)
     }
 
     async fn exists(&self, key: &str) -> Result<bool, Failure> {
@@ -103,6 +127,8 @@ impl HostState {
         Ok(Call {
             state_store: self.state_store.clone(),
             store: self.table.get(store)?.state_store.clone(),
+            component: self.component.clone(),
+            trace: self.trace.clone(),
         })
     }
 }

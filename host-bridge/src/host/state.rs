@@ -1,8 +1,10 @@
-//! `hostbridge:pubsub/state`: a guest's key/value calls go to the state store.
+//! `hostbridge:pubsub/state`: a guest's key/value calls go to the state
+//! store, each in its own span below the call the instance is handling.
 
 use crate::contract::StateError;
 use crate::contract::hostbridge::hostbridge::pubsub::state::Host;
 use crate::engine::HostState;
+use crate::telemetry::state_call;
 
 impl Host for HostState {
     async fn get(
@@ -10,7 +12,8 @@ impl Host for HostState {
         store: String,
         key: String,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, StateError>> {
-        Ok(self.state_store.get(&store, &key).await)
+        let call = self.state_store.get(&store, &key);
+        Ok(state_call("get", &store, &self.component, self.trace.as_ref(), call).await)
     }
 
     async fn save(
@@ -19,7 +22,8 @@ impl Host for HostState {
         key: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), StateError>> {
-        Ok(self.state_store.save(&store, &key, value).await)
+        let call = self.state_store.save(&store, &key, value);
+        Ok(state_call("save", &store, &self.component, self.trace.as_ref(), call).await)
     }
 
     async fn delete(
@@ -27,6 +31,7 @@ impl Host for HostState {
         store: String,
         key: String,
     ) -> wasmtime::Result<Result<(), StateError>> {
-        Ok(self.state_store.delete(&store, &key).await)
+        let call = self.state_store.delete(&store, &key);
+        Ok(state_call("delete", &store, &self.component, self.trace.as_ref(), call).await)
     }
 }

@@ -103,15 +103,52 @@ impl Manifest {
     }
 }
 
+impl super::Component {
+    /// What the component is granted, one row per kind of grant (the kind,
+    /// then each grant): what `up` prints before a pulled app runs, and
+    /// what the admin page shows.
+    pub fn grant_rows(&self) -> Vec<(&'static str, Vec<String>)> {
+        vec![
+            (
+                "outbound hosts",
+                self.allowed_outbound_hosts
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+            ),
+            ("environment", self.environment.keys().cloned().collect()),
+            (
+                "files",
+                self.files
+                    .iter()
+                    .map(|m| format!("{} at {}", m.source.display(), m.destination))
+                    .collect(),
+            ),
+            (
+                "publish topics",
+                self.allowed_publish_topics
+                    .iter()
+                    .map(|p| match (&p.pubsubname, &p.topic) {
+                        (None, _) => "*".to_owned(),
+                        (Some(pubsub), None) => format!("{pubsub}/*"),
+                        (Some(pubsub), Some(topic)) => format!("{pubsub}/{topic}"),
+                    })
+                    .collect(),
+            ),
+            (
+                "key-value stores",
+                self.key_value_stores
+                    .iter()
+                    .map(|(label, store)| format!("{label} ({store})"))
+                    .collect(),
+            ),
+            ("variables", self.variables.keys().cloned().collect()),
+        ]
+    }
+}
+
 impl fmt::Display for Grants<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fn list(items: Vec<String>) -> String {
-            if items.is_empty() {
-                "none".to_owned()
-            } else {
-                items.join(", ")
-            }
-        }
         let manifest = self.0;
         writeln!(
             f,
@@ -120,51 +157,12 @@ impl fmt::Display for Grants<'_> {
         )?;
         for (id, c) in &manifest.components {
             writeln!(f, "  component `{id}`:")?;
-            let rows = [
-                (
-                    "outbound hosts",
-                    list(
-                        c.allowed_outbound_hosts
-                            .iter()
-                            .map(ToString::to_string)
-                            .collect(),
-                    ),
-                ),
-                ("environment", list(c.environment.keys().cloned().collect())),
-                (
-                    "files",
-                    list(
-                        c.files
-                            .iter()
-                            .map(|m| format!("{} at {}", m.source.display(), m.destination))
-                            .collect(),
-                    ),
-                ),
-                (
-                    "publish topics",
-                    list(
-                        c.allowed_publish_topics
-                            .iter()
-                            .map(|p| match (&p.pubsubname, &p.topic) {
-                                (None, _) => "*".to_owned(),
-                                (Some(pubsub), None) => format!("{pubsub}/*"),
-                                (Some(pubsub), Some(topic)) => format!("{pubsub}/{topic}"),
-                            })
-                            .collect(),
-                    ),
-                ),
-                (
-                    "key-value stores",
-                    list(
-                        c.key_value_stores
-                            .iter()
-                            .map(|(label, store)| format!("{label} ({store})"))
-                            .collect(),
-                    ),
-                ),
-                ("variables", list(c.variables.keys().cloned().collect())),
-            ];
-            for (what, value) in rows {
+            for (what, grants) in c.grant_rows() {
+                let value = if grants.is_empty() {
+                    "none".to_owned()
+                } else {
+                    grants.join(", ")
+                };
                 writeln!(f, "    {what:<17} {value}")?;
             }
         }

@@ -39,10 +39,7 @@ pub async fn fetch_sources(
         let bytes = match transfer::read_checked(&path, &download.digest, limits.max_size) {
             Some(bytes) => bytes,
             None => {
-                eprintln!(
-                    "host-bridge: component `{id}`: downloading {}",
-                    download.url
-                );
+                crate::say!("component `{id}`: downloading {}", download.url);
                 // TLS is rustls with the process-wide ring provider, as for
                 // registries.
                 let _ = rustls::crypto::ring::default_provider().install_default();

@@ -53,6 +53,7 @@ impl fmt::Debug for PulledApp {
 /// pointing at them). An app is pulled into `partial/sha256-…/` and moved
 /// into `apps/` only once every layer checked out, so nothing half-pulled
 /// is ever run; a layer already there is hashed again and reused.
+#[tracing::instrument(name = "pull", skip_all, fields(otel.name = %format_args!("pull {reference}"), oci.reference = %reference))]
 pub async fn pull(
     reference: &str,
     insecure: bool,
@@ -71,7 +72,7 @@ pub async fn pull(
     )
     .await
     .with_context(|| format!("cannot resolve {reference}"))?;
-    eprintln!("host-bridge: {reference} is {resolved}");
+    crate::say!("{reference} is {resolved}");
     // The registry's word, and a folder's name: a digest, or refused.
     let folder = sha256_hex(&resolved)
         .map(|hex| format!("sha256-{hex}"))
@@ -222,10 +223,10 @@ impl Layers<'_> {
         let n = self.done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         let progress = format!("host-bridge: [{n}/{}] {}", self.total, layer.digest);
         if let Some(bytes) = transfer::read_checked(&path, &layer.digest, self.limits.max_size) {
-            eprintln!("{progress} (cached)");
+            crate::say!(plain: "{progress} (cached)");
             return Ok(bytes);
         }
-        eprintln!("{progress}: pulling ({} KiB)", layer.size / 1024);
+        crate::say!(plain: "{progress}: pulling ({} KiB)", layer.size / 1024);
         let what = format!("layer {} of {}", layer.digest, self.reference);
         let context = || format!("cannot pull {what}");
         let stream = within(
@@ -289,6 +290,7 @@ fn sha256_hex(digest: &str) -> Option<&str> {
 /// The bytes of component `id` of the app pushed to `reference`, found by
 /// the digest the app's config gives it, received under `limits` and
 /// checked.
+#[tracing::instrument(name = "pull", skip_all, fields(otel.name = %format_args!("pull {reference} {id}"), oci.reference = %reference, host_bridge.component = %id))]
 pub async fn pull_component(
     reference: &str,
     insecure: bool,
@@ -305,7 +307,7 @@ pub async fn pull_component(
     )
     .await
     .with_context(|| format!("cannot read the manifest of {reference}"))?;
-    eprintln!("host-bridge: {reference} is {resolved}");
+    crate::say!("{reference} is {resolved}");
     let config: serde_json::Value = serde_json::from_str(&config)
         .with_context(|| format!("the config of {reference} is not a host-bridge app's"))?;
     let Some(wanted) = config["components"][id].as_str() else {

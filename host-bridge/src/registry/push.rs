@@ -37,8 +37,8 @@ pub async fn push(manifest: &Manifest, reference: &str, insecure: bool) -> anyho
             )
         })?;
         let layer_digest = digest(&bytes);
-        eprintln!(
-            "host-bridge: component `{id}`: {} ({} KiB) is {layer_digest}",
+        crate::say!(
+            "component `{id}`: {} ({} KiB) is {layer_digest}",
             component.source.display(),
             bytes.len() / 1024
         );
@@ -77,10 +77,7 @@ pub async fn push(manifest: &Manifest, reference: &str, insecure: bool) -> anyho
 
     let client = client(insecure);
     let auth = auth();
-    eprintln!(
-        "host-bridge: pushing {} layer(s) to {reference}",
-        layers.len()
-    );
+    crate::say!("pushing {} layer(s) to {reference}", layers.len());
     client
         .push(&image, &layers, config, &auth, Some(image_manifest))
         .await

@@ -29,10 +29,11 @@
 //! component written for Spin sees what it expects.
 
 use crate::broker::Metrics;
-use crate::engine::{Engine, HostState, LoadedComponent, Sandbox, set_deadline};
+use crate::engine::{Engine, HostState, LoadedComponent, Sandbox, TraceContext, set_deadline};
 use crate::manifest::route::{Route, best_match};
 use crate::manifest::{HttpTrigger as HttpTriggerConfig, Manifest};
 use crate::server::{self, Endpoint, Request, Response};
+use crate::telemetry;
 use anyhow::bail;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -48,6 +49,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+use tracing::Instrument as _;
 use wasmtime::component::GuestTaskId;
 use wasmtime::{AsContextMut, Store, StoreContextMut};
 use wasmtime_wasi_http::WasiHttpView;
@@ -93,6 +95,7 @@ impl HttpTrigger {
             {
                 let mut current = state.current.write().unwrap_or_else(|e| e.into_inner());
                 *current = (Arc::new(pre), current.1 + 1);
+                *state.digest.write().unwrap_or_else(|e| e.into_inner()) = loaded.digest.clone();
             }
             if let Some(reuse) = &state.reuse {
                 // Dropped outside the lock: dropping a store frees its memory.
@@ -142,6 +145,7 @@ impl HttpTrigger {
                         engine: engine.clone(),
                         sandbox: loaded.sandbox.clone(),
                         current: RwLock::new((Arc::new(pre), 0)),
+                        digest: RwLock::new(loaded.digest.clone()),
                         reuse: (limits.instance_reuse > 1).then(|| Reuse {
                             idle: Mutex::new(Vec::new()),
                             idle_cap: limits.idle_instances(),
@@ -280,15 +284,50 @@ impl HttpTrigger {
                 parts.headers.insert(header, value);
             }
         }
+        let given = TraceContext::from_headers(&parts.headers);
         let request = http::Request::from_parts(parts, body);
 
         let started = Instant::now();
+        let digest = handler
+            .state()
+            .digest
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let span = telemetry::http_span(
+            request.method().as_str(),
+            raw_route,
+            &path,
+            component,
+            &digest,
+            Some(&given),
+        );
+        // What the guest's publishes and state calls continue.
+        let trace = telemetry::pass_on(&span, Some(given));
         let result = match &handler.state().reuse {
-            Some(reuse) => reuse.call(handler, request).await,
-            None => handler.handle((), request).await,
+            Some(reuse) => {
+                reuse
+                    .call(handler, request, trace)
+                    .instrument(span.clone())
+                    .await
+            }
+            None => {
+                handler
+                    .handle(trace, request)
+                    .instrument(span.clone())
+                    .await
+            }
         };
+        let _entered = span.enter();
         match result {
             Ok(response) => {
+                span.record(
+                    "http.response.status_code",
+                    i64::from(response.status().as_u16()),
+                );
+                if response.status().is_server_error() {
+                    span.record("otel.status_code", "ERROR");
+                }
                 tracing::debug!(%component, %path, status = %response.status(), elapsed = ?started.elapsed(), "request handled");
                 response
             }
@@ -300,7 +339,7 @@ impl HttpTrigger {
                     format!("component `{component}` did not answer in time"),
                 )
             }
-            Err(e) if e.is::<InstantiationError<()>>() => {
+            Err(e) if e.is::<InstantiationError<Option<TraceContext>>>() => {
                 tracing::warn!(%component, %path, "cannot instantiate: {e:#}");
                 server::error(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -327,6 +366,8 @@ struct ComponentHttp {
     /// The current version and its generation: a live deploy swaps it, and
     /// requests already in flight finish on the version they started with.
     current: RwLock<(Arc<ProxyPre<HostState>>, u64)>,
+    /// The current version's digest, for the requests' spans.
+    digest: RwLock<Arc<str>>,
     /// Set when the component reuses instances (`instance_reuse` > 1).
     reuse: Option<Reuse>,
 }
@@ -368,6 +409,7 @@ impl Reuse {
         &self,
         handler: &ProxyHandler<ComponentHttp>,
         request: http::Request<GuestBody>,
+        trace: Option<TraceContext>,
     ) -> wasmtime::Result<Response> {
         let component = handler.state();
         let limits = component.sandbox.limits;
@@ -384,6 +426,7 @@ impl Reuse {
             Some(mut kept) => {
                 let state = kept.store.data_mut();
                 state.admission = admission;
+                state.trace = trace;
                 Metrics::inc(&state.metrics.http_requests_on_reused_instances);
                 kept
             }
@@ -392,7 +435,7 @@ impl Reuse {
                     let mut store =
                         component
                             .engine
-                            .admitted_store(&component.sandbox, None, admission)?;
+                            .admitted_store(&component.sandbox, trace, admission)?;
                     let proxy = pre.instantiate_async(&mut store).await?;
                     wasmtime::Result::<_>::Ok((store, proxy))
                 };
@@ -405,7 +448,7 @@ impl Reuse {
                     },
                     Err(error) => {
                         return Err(InstantiationError {
-                            request_data: (),
+                            request_data: None::<TraceContext>,
                             request: Mutex::new(request),
                             error: Arc::new(error),
                         }
@@ -459,6 +502,7 @@ impl Reuse {
         // Its place under `max_instances` is given back once it is among
         // the idle, so that a request the place lets in finds it there.
         let admission = kept.store.data_mut().admission.take();
+        kept.store.data_mut().trace = None;
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let dropped = if idle.len() < self.idle_cap && kept.generation == component.current().1 {
             idle.push(kept);
@@ -674,7 +718,8 @@ struct OneRequest {
 
 impl WorkerState for OneRequest {
     type StoreData = HostState;
-    type RequestData = ();
+    /// The trace context the request's span passes on to the guest's calls.
+    type RequestData = Option<TraceContext>;
 
     fn should_accept_request(&self, _concurrent: usize, total: usize) -> ShouldAccept {
         if total == 0 {
@@ -686,10 +731,11 @@ impl WorkerState for OneRequest {
 
     fn on_request_start(
         &self,
-        _store: StoreContextMut<'_, HostState>,
-        _data: (),
+        mut store: StoreContextMut<'_, HostState>,
+        trace: Option<TraceContext>,
         _task: GuestTaskId,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + Sync>> {
+        store.data_mut().trace = trace;
         Box::pin(tokio::time::sleep(self.timeout))
     }
 

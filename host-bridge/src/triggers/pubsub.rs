@@ -22,15 +22,18 @@
 //! so a crash can delay a message but never lose it.
 
 use super::subscriber::{self, Answer, SubscriberInstance, SubscriberPre};
+use crate::broker::stats::SubscriptionStats;
 use crate::broker::{DeliveryTarget, Metrics, Subscription};
 use crate::contract::{Event, Status};
 use crate::engine::{Engine, HostState, LoadedComponent, Sandbox, TraceContext, set_deadline};
 use crate::manifest::{Manifest, OnError, PubsubTrigger as PubsubTriggerConfig};
+use crate::telemetry;
 use anyhow::{Context as _, bail};
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
+use tracing::Instrument as _;
 use wasmtime::Store;
 
 /// Extra time a call gets, past its epoch deadline, before the host stops
@@ -43,14 +46,16 @@ pub struct PubsubTrigger {
     engine: Arc<Engine>,
     targets: Vec<Target>,
     metrics: Arc<Metrics>,
+    /// Per subscription, for the admin page.
+    stats: Arc<SubscriptionStats>,
 }
 
 struct Target {
     config: PubsubTriggerConfig,
-    /// The component's current version, and its generation: a live deploy
+    /// The component's current version: a live deploy
     /// ([`PubsubTrigger::replace`]) swaps it, and deliveries already in
     /// flight finish on the version they started with.
-    current: RwLock<(Arc<dyn SubscriberPre>, u64)>,
+    current: RwLock<Version>,
     sandbox: Arc<Sandbox>,
     /// Instances kept for their next delivery (`instance_reuse` > 1).
     idle: Mutex<Vec<Warm>>,
@@ -68,9 +73,20 @@ struct Warm {
     generation: u64,
 }
 
+/// One version of a subscription's component.
+#[derive(Clone)]
+struct Version {
+    pre: Arc<dyn SubscriberPre>,
+    /// Counts the live deploys: an instance of an older generation is
+    /// never reused.
+    generation: u64,
+    /// The version's digest, for its spans.
+    digest: Arc<str>,
+}
+
 impl Target {
-    /// The current version and its generation.
-    fn current(&self) -> (Arc<dyn SubscriberPre>, u64) {
+    /// The current version.
+    fn current(&self) -> Version {
         self.current
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -116,7 +132,11 @@ impl PubsubTrigger {
                 .map_or_else(default_idle_cap, |n| n as usize);
             targets.push(Target {
                 config: config.clone(),
-                current: RwLock::new((pre, 0)),
+                current: RwLock::new(Version {
+                    pre,
+                    generation: 0,
+                    digest: loaded.digest.clone(),
+                }),
                 sandbox,
                 idle: Mutex::new(Vec::new()),
                 idle_cap,
@@ -124,6 +144,7 @@ impl PubsubTrigger {
         }
         Ok(PubsubTrigger {
             engine: engine.clone(),
+            stats: Arc::new(SubscriptionStats::new(targets.len())),
             targets,
             metrics,
         })
@@ -148,13 +169,22 @@ impl PubsubTrigger {
         for target in &targets {
             {
                 let mut current = target.current.write().unwrap_or_else(|e| e.into_inner());
-                *current = (pre.clone(), current.1 + 1);
+                *current = Version {
+                    pre: pre.clone(),
+                    generation: current.generation + 1,
+                    digest: loaded.digest.clone(),
+                };
             }
             // Dropped outside the lock: dropping a store frees its memory.
             let stale = std::mem::take(&mut *target.idle.lock().unwrap_or_else(|e| e.into_inner()));
             drop(stale);
         }
         Ok(targets.len())
+    }
+
+    /// Each subscription's delivery statistics.
+    pub fn stats(&self) -> Arc<SubscriptionStats> {
+        self.stats.clone()
     }
 
     /// The subscriptions, as the broker backend takes them.
@@ -173,17 +203,25 @@ impl PubsubTrigger {
     /// one is idle, else on a fresh instance, which is kept afterwards only
     /// if the component reuses instances and this one answered (see the
     /// module's docs). With `instance_reuse` at 1, the default, nothing is
-    /// ever kept and the idle list is never touched.
-    async fn call(&self, target: &Target, event: Event) -> anyhow::Result<Answer> {
-        let trace = TraceContext {
-            traceparent: event.traceparent.clone(),
-            tracestate: event.tracestate.clone(),
-        };
+    /// ever kept and the idle list is never touched. `version` is the
+    /// component's current version, read once by the caller for its span.
+    async fn call(
+        &self,
+        target: &Target,
+        version: Version,
+        given: TraceContext,
+        event: Event,
+    ) -> anyhow::Result<Answer> {
+        let component = &target.config.component;
         let limits = target.sandbox.limits;
         let limit = limits.timeout + HOST_TIMEOUT_SLACK;
         let reuses = limits.instance_reuse > 1;
         let admission = target.sandbox.admit().await;
-        let (pre, generation) = target.current();
+        let Version {
+            pre,
+            generation,
+            digest,
+        } = version;
         let idle = if reuses {
             let mut idle = target.idle.lock().unwrap_or_else(|e| e.into_inner());
             idle.retain(|w| w.generation == generation);
@@ -191,20 +229,30 @@ impl PubsubTrigger {
         } else {
             None
         };
+        // What the guest's publishes and state calls continue: the handle
+        // span when spans are on, else the event's own context.
+        let handle_span = telemetry::handle_span(component, &digest);
+        let trace = telemetry::pass_on(&handle_span, Some(given));
         let call = async {
             let mut warm = match idle {
                 Some(mut warm) => {
                     Metrics::inc(&self.metrics.deliveries_on_reused_instances);
                     warm.store.data_mut().admission = admission;
-                    warm.store.data_mut().trace = Some(trace);
+                    warm.store.data_mut().trace = trace;
                     set_deadline(&mut warm.store, limits.timeout);
                     warm
                 }
                 None => {
-                    let mut store =
-                        self.engine
-                            .admitted_store(&target.sandbox, Some(trace), admission)?;
-                    let instance = pre.instantiate(&mut store).await?;
+                    let fresh = async {
+                        let mut store =
+                            self.engine
+                                .admitted_store(&target.sandbox, trace, admission)?;
+                        let instance = pre.instantiate(&mut store).await?;
+                        wasmtime::Result::<_>::Ok((store, instance))
+                    };
+                    let (store, instance) = fresh
+                        .instrument(telemetry::instantiate_span(component))
+                        .await?;
                     Warm {
                         store,
                         instance,
@@ -213,7 +261,11 @@ impl PubsubTrigger {
                     }
                 }
             };
-            let answer = warm.instance.handle(&mut warm.store, &event).await?;
+            let answer = warm
+                .instance
+                .handle(&mut warm.store, &event)
+                .instrument(handle_span)
+                .await?;
             Ok::<_, wasmtime::Error>((answer, warm))
         };
         let (answer, mut warm) = match tokio::time::timeout(limit, call).await {
@@ -226,7 +278,7 @@ impl PubsubTrigger {
             state.admission = None;
             state.trace = None;
             let mut idle = target.idle.lock().unwrap_or_else(|e| e.into_inner());
-            if idle.len() < target.idle_cap && warm.generation == target.current().1 {
+            if idle.len() < target.idle_cap && warm.generation == target.current().generation {
                 idle.push(warm);
             }
         }
@@ -244,30 +296,52 @@ impl DeliveryTarget for PubsubTrigger {
             );
             return Status::Retry;
         };
+        let _in_flight = self.stats.enter(subscription);
         let (component, topic, id) = (
             &target.config.component,
             &target.config.topic,
             event.id.clone(),
         );
         let started = Instant::now();
-        let status = match self.call(target, event).await {
-            Ok(Answer::Status(status)) => {
-                tracing::debug!(%component, %topic, %id, ?status, elapsed = ?started.elapsed(), "delivered");
-                status
-            }
-            Ok(Answer::Error(error)) => {
-                let status = match target.sandbox.limits.on_error {
-                    OnError::Retry => Status::Retry,
-                    OnError::Drop => Status::Drop,
-                };
-                tracing::warn!(%component, %topic, %id, elapsed = ?started.elapsed(), "the handler returned an error, so the delivery counts as {status:?} (on_error): {error}");
-                status
-            }
-            Err(e) => {
-                tracing::warn!(%component, %topic, %id, elapsed = ?started.elapsed(), "the guest failed, so the delivery counts as RETRY: {e:?}");
-                Status::Retry
+        let version = target.current();
+        let given = TraceContext {
+            traceparent: event.traceparent.clone(),
+            tracestate: event.tracestate.clone(),
+        };
+        let span = telemetry::delivery_span(
+            self.engine.messaging_system(),
+            &target.config.pubsubname,
+            topic,
+            &id,
+            component,
+            &version.digest,
+            Some(&given),
+        );
+        let handled = async {
+            match self.call(target, version, given, event).await {
+                Ok(Answer::Status(status)) => {
+                    tracing::debug!(%component, %topic, %id, ?status, elapsed = ?started.elapsed(), "delivered");
+                    status
+                }
+                Ok(Answer::Error(error)) => {
+                    let status = match target.sandbox.limits.on_error {
+                        OnError::Retry => Status::Retry,
+                        OnError::Drop => Status::Drop,
+                    };
+                    tracing::warn!(%component, %topic, %id, elapsed = ?started.elapsed(), "the handler returned an error, so the delivery counts as {status:?} (on_error): {error}");
+                    status
+                }
+                Err(e) => {
+                    tracing::warn!(%component, %topic, %id, elapsed = ?started.elapsed(), "the guest failed, so the delivery counts as RETRY: {e:?}");
+                    telemetry::failed(&tracing::Span::current(), &format!("{e:#}"));
+                    Status::Retry
+                }
             }
         };
+        let status = handled.instrument(span.clone()).await;
+        // The answer that goes back to the broker.
+        span.record("host_bridge.answer", status.as_str());
+        self.stats.record(subscription, status, started.elapsed());
         Metrics::inc(match status {
             Status::Success => &self.metrics.deliveries_success,
             Status::Retry => &self.metrics.deliveries_retry,

@@ -230,6 +230,18 @@ impl Daprd {
         log_dir: &Path,
         env: &[(&'static str, String)],
     ) -> Daprd {
+        Daprd::start_with_args(app_id, app_port, resources, log_dir, env, &[])
+    }
+
+    /// Like [`Daprd::start`], with more arguments (a `--config`, say).
+    pub fn start_with_args(
+        app_id: &str,
+        app_port: u16,
+        resources: &Path,
+        log_dir: &Path,
+        env: &[(&'static str, String)],
+        args: &[&str],
+    ) -> Daprd {
         let (http_port, grpc_port) = (free_port(), free_port());
         let log = log_dir.join(format!("daprd-{app_id}-{http_port}.log"));
         let mut command: Vec<String> = [
@@ -257,6 +269,7 @@ impl Daprd {
         .map(str::to_owned)
         .to_vec();
         command.extend(APP_HEALTH_FLAGS.map(str::to_owned));
+        command.extend(args.iter().map(|a| a.to_string()));
         let mut daprd = Daprd {
             _log_entry: logs::register(format!("daprd {app_id} on port {http_port}"), &log),
             process: Daprd::spawn(&command, env, &log),
@@ -368,11 +381,30 @@ impl DaprApp {
         topics: &[&str],
         env: &[(&'static str, String)],
     ) -> DaprApp {
+        DaprApp::start_with_daprd_args(app_id, manifest, resources, topics, env, &[])
+    }
+
+    /// Like [`DaprApp::start_with_env`], with more arguments to daprd.
+    pub fn start_with_daprd_args(
+        app_id: &str,
+        manifest: &str,
+        resources: &Path,
+        topics: &[&str],
+        env: &[(&'static str, String)],
+        daprd_args: &[&str],
+    ) -> DaprApp {
         let daprd_dir = tempfile::tempdir().unwrap();
         let app_port = free_port();
         // daprd dials the app until it answers, so daprd starts first, as
         // under `dapr run`.
-        let daprd = Daprd::start(app_id, app_port, resources, daprd_dir.path(), env);
+        let daprd = Daprd::start_with_args(
+            app_id,
+            app_port,
+            resources,
+            daprd_dir.path(),
+            env,
+            daprd_args,
+        );
         let mut host_env = vec![
             ("DAPR_HTTP_PORT", daprd.http_port.to_string()),
             ("DAPR_GRPC_PORT", daprd.grpc_port.to_string()),

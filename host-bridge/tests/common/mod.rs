@@ -10,6 +10,7 @@
 
 pub mod brokers;
 pub mod dapr;
+pub mod jaeger;
 pub mod logs;
 mod ports;
 mod process;
@@ -285,7 +286,9 @@ impl Host {
             url,
             dir,
         };
-        host.wait_for_line("is ready on", Duration::from_secs(120));
+        // A JavaScript app's two 12 MiB components take two minutes to
+        // compile into an empty cache on one busy core of a CI machine.
+        host.wait_for_line("is ready on", Duration::from_secs(300));
         host
     }
 
@@ -309,6 +312,12 @@ impl Host {
     /// manifest and directory: the embedded broker's data dir is where the
     /// killed one left it.
     pub fn kill_and_restart(&mut self) {
+        self.kill_and_restart_with(&[]);
+    }
+
+    /// Like [`Host::kill_and_restart`], with `args` to `up` again (an
+    /// `--admin` address, for instance).
+    pub fn kill_and_restart_with(&mut self, args: &[&str]) {
         self.kill();
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
         let env: Vec<(&str, String)> = self
@@ -322,7 +331,7 @@ impl Host {
             (self.port, self.sidecar_port),
             &env,
             self.sidecar_url.clone(),
-            &[],
+            args,
         );
         *self = restarted;
     }
