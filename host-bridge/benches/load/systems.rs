@@ -55,7 +55,7 @@ impl Tools {
         }
         // Built now, on every core; run later, pinned, as it is, with no
         // cargo (and no rebuild) in between.
-        let sandbox_bench = config.runs("sandbox").then(sandbox_bench);
+        let sandbox_bench = config.runs("sandbox").then(|| sandbox_bench(config.smoke));
         let wasmtime = common::wasmtime_cli();
         if wasmtime.is_none() {
             eprintln!(
@@ -89,10 +89,12 @@ impl Tools {
     }
 }
 
-/// Builds `benches/sandbox.rs` and returns its executable.
-fn sandbox_bench() -> PathBuf {
+/// Builds `benches/sandbox.rs` and returns its executable: with the bench
+/// profile, or for a smoke run (`make bench-smoke`, run by `cargo test`)
+/// with the test profile, as the harness itself was built.
+fn sandbox_bench(smoke: bool) -> PathBuf {
     let args = [
-        "bench",
+        if smoke { "test" } else { "bench" },
         "-p",
         "host-bridge",
         "--bench",
@@ -337,7 +339,10 @@ pub(crate) fn start_host_bridge(
     let mut process = tools
         .cores
         .on_servers(|| Process::spawn(command, name.into(), &dir.path().join("log")));
-    process.wait_for_line("is ready on", Duration::from_secs(120));
+    // The JavaScript apps' two 12 MiB components compile into an empty
+    // cache on the one server core: about two minutes on the test build
+    // a smoke run uses.
+    process.wait_for_line("is ready on", Duration::from_secs(300));
     Server {
         name,
         process,
