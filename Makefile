@@ -134,10 +134,12 @@ setup-guests:
 ## host-bridge/tests/browser/.venv (from requirements.txt). Playwright never
 ## downloads a browser of its own: the test launches /usr/bin/chromium.
 BROWSER_TEST := host-bridge/tests/browser
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+APT := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600
 setup-browser:
 	@test -x /usr/bin/chromium \
 		|| { echo "installing Debian's chromium"; \
-		     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+		     $(APT) update -qq && $(APT) install -y -qq chromium >/dev/null; }
 	@sha256sum $(BROWSER_TEST)/requirements.txt | cmp -s - $(BROWSER_TEST)/.venv/installed-from \
 		|| { echo "installing playwright into $(BROWSER_TEST)/.venv (requirements.txt)"; \
 		     python3 -m venv $(BROWSER_TEST)/.venv \
