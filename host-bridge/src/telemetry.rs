@@ -210,7 +210,10 @@ impl Telemetry {
         if let Some(provider) = self.provider
             && let Err(e) = provider.shutdown()
         {
-            eprintln!("host-bridge: could not send the last spans: {e}");
+            say(
+                Said::Note,
+                format_args!("could not send the last spans: {e}"),
+            );
         }
     }
 }

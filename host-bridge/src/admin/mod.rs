@@ -148,8 +148,8 @@ impl AdminApi {
         let body = match server::read_body(request).await {
             Ok((_, body)) => body,
             Err(server::BodyError::TooLarge { .. }) => {
-                eprintln!(
-                    "host-bridge: deploy of `{id}` refused; the old version keeps serving: the upload is over --max-component-size ({} bytes)",
+                crate::say!(
+                    "deploy of `{id}` refused; the old version keeps serving: the upload is over --max-component-size ({} bytes)",
                     self.max_component_size
                 );
                 return self.too_large();
@@ -169,9 +169,7 @@ impl AdminApi {
                 }),
             ),
             Err(e) => {
-                eprintln!(
-                    "host-bridge: deploy of `{id}` refused; the old version keeps serving: {e}"
-                );
+                crate::say!("deploy of `{id}` refused; the old version keeps serving: {e}");
                 e.response()
             }
         }
